@@ -1,0 +1,69 @@
+"""Arguments of `edgembed export`; the heavy imports happen only when it runs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a checkpoint to ONNX and OpenVINO, validated against PyTorch",
+        description="Export MODEL (a hub id or a local directory) to ONNX and OpenVINO variants, check each one "
+                    "against the PyTorch reference, and write OUT/manifest.json.")
+    parser.add_argument("model", metavar="MODEL", help="hub id (e.g. nomic-ai/modernbert-embed-base) or local directory")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="directory to create")
+    parser.add_argument("--quantize", nargs="+", default=["fp32"], metavar="DTYPE",
+                        help="variants to write: fp32 fp16 q8 (default: fp32)")
+    parser.add_argument("--format", nargs="+", default=["onnx", "openvino"], dest="formats", metavar="FORMAT",
+                        help="onnx, openvino (default: both)")
+    parser.add_argument("--revision", help="hub branch, tag or commit (hub ids only)")
+    parser.add_argument("--prompt", action="append", default=[], metavar="NAME=TEXT",
+                        help='prompt to store, e.g. --prompt query="search_query: " (repeatable)')
+    parser.add_argument("--matryoshka-dims", nargs="+", type=int, default=[], metavar="DIM",
+                        help="embedding sizes the model was trained to be truncated to, e.g. 768 512 256")
+    parser.add_argument("--min-cosine", action="append", default=[], metavar="DTYPE=VALUE",
+                        help="override a variant's fidelity threshold, e.g. --min-cosine q8=0.99")
+    parser.add_argument("--allow-low-fidelity", action="store_true",
+                        help="keep variants below their threshold (marked in the manifest) instead of failing")
+    parser.add_argument("--allow-pickle-weights", action="store_true",
+                        help="load *.bin pickle weights when there are no safetensors (runs code from the file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
+    parser.set_defaults(handler=run)
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"edgembed export: {option} expects NAME=VALUE, got {value!r}")
+        pairs[name] = text
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    from .pipeline import ExportRequest, run_export
+
+    thresholds = {}
+    for name, value in _pairs(args.min_cosine, "--min-cosine").items():
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"edgembed export: --min-cosine {name}={value!r}: not a number") from None
+    request = ExportRequest(
+        model=args.model, output=args.output, dtypes=list(dict.fromkeys(args.quantize)),
+        formats=list(dict.fromkeys(args.formats)), revision=args.revision, prompts=_pairs(args.prompt, "--prompt"),
+        matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
+        allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
+    )
+    manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    for variant in manifest.variants:
+        fidelity = variant.fidelity
+        size = sum(f.bytes for f in variant.files)
+        flag = "" if fidelity is None or fidelity.passed else "  LOW FIDELITY (kept)"
+        print(f"{variant.name:16} {size / 1e6:9.1f} MB  cosine min {fidelity.cosine_min:.6f} "
+              f"mean {fidelity.cosine_mean:.6f}{flag}")
+    print(f"wrote {args.output}/manifest.json")
+    return 0

@@ -1,0 +1,68 @@
+"""ONNX variants: fp32 straight from optimum's exporter, fp16 and q8 derived from it."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgembed.runtime.errors import ExportDependencyError, ExportError
+
+# transformers.js file names under onnx/.
+ONNX_FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "q8": "onnx/model_quantized.onnx"}
+Q8_DESCRIPTION = "onnxruntime dynamic quantization: int8 weights, symmetric per output channel; MatMul only"
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ExportDependencyError("onnx") from None
+    return onnx
+
+
+def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path]:
+    """Export the loaded transformers model's `last_hidden_state` graph with optimum; returns the files written."""
+    try:
+        from optimum.exporters.onnx import onnx_export_from_model
+    except ImportError:
+        raise ExportDependencyError("optimum-onnx") from None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgembed-onnx-") as scratch:
+        try:
+            onnx_export_from_model(model, output=scratch, task="feature-extraction", opset=opset,
+                                   do_validation=False)
+        except Exception as exc:  # optimum raises ValueError/KeyError/RuntimeError by architecture
+            raise ExportError(f"optimum could not export {type(model).__name__} to ONNX: {exc}") from exc
+        written = Path(scratch) / "model.onnx"
+        if not written.is_file():
+            raise ExportError(f"optimum wrote no model.onnx (it wrote {sorted(p.name for p in Path(scratch).iterdir())})")
+        files = [destination]
+        shutil.move(str(written), destination)
+        data = Path(scratch) / "model.onnx_data"
+        if data.is_file():  # weights over 2 GB live beside the graph
+            files.append(destination.with_name(destination.name + "_data"))
+            shutil.move(str(data), files[-1])
+    return files
+
+
+def quantize_q8(fp32: Path, destination: Path) -> list[Path]:
+    """Dynamic int8: weights quantized per channel ahead of time, activations at run time."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ExportDependencyError("onnxruntime") from None
+    quantize_dynamic(
+        fp32, destination,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+    return [destination]
+
+
+def graph_inputs(path: Path) -> list[str]:
+    """Names of the inputs the graph declares."""
+    onnx = _import_onnx()
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]

@@ -1,0 +1,199 @@
+"""Export: convert every requested variant, validate it against PyTorch, then write the directory."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgembed.runtime.errors import ExportError, FidelityError, UnknownChoiceError, UnsupportedModelError
+from edgembed.runtime.manifest import Manifest, Variant
+
+from . import onnx_variants, openvino_variants
+from .files import copy_side_files, file_entry
+from .fp16 import convert_fp16
+from .reference import load_reference_model, reference_embeddings
+from .source import Source, resolve
+from .validate import check_fidelity
+from .validation_texts import validation_texts
+
+DTYPES = ("fp32", "fp16", "q8")
+FORMATS = ("onnx", "openvino")
+# Minimum cosine similarity to the PyTorch reference, over every validation text.
+DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.97}
+FORMAT_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}
+
+
+@dataclass
+class ExportRequest:
+    """Everything `edgembed export` was asked to do."""
+
+    model: str
+    output: Path
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    revision: str | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
+    matryoshka_dims: list[int] = field(default_factory=list)
+    min_cosine: dict[str, float] = field(default_factory=dict)
+    allow_low_fidelity: bool = False
+    allow_pickle: bool = False
+    overwrite: bool = False
+    opset: int | None = None
+
+
+def run_export(request: ExportRequest, progress: Callable[[str], None] = print) -> Manifest:
+    """Export, validate and write; the output directory appears only when every variant passed."""
+    _check_request(request)
+    steps = 3 + len(request.dtypes) * len(request.formats)
+    step = iter(range(1, steps + 1))
+
+    def say(message: str) -> None:
+        progress(f"[{next(step)}/{steps}] {message}")
+
+    say(f"loading {request.model}" + (f" at revision {request.revision}" if request.revision else ""))
+    source = resolve(request.model, request.revision, request.allow_pickle)
+    model = load_reference_model(source.transformer_dir, request.allow_pickle)
+    config = model.config
+    parent = request.output.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{request.output.name}.partial-", dir=parent) as scratch:
+        out = Path(scratch)
+        copy_side_files(source, out)
+        manifest = _base_manifest(source, config, request, out)
+        _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
+        texts = validation_texts()
+        reference = reference_embeddings(model, source.transformer_dir, texts, manifest.pooling, manifest.max_length)
+
+        say("exporting the fp32 ONNX graph with optimum")
+        fp32_files = onnx_variants.export_fp32(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset)
+        fp32_path = fp32_files[0]
+        inputs = onnx_variants.graph_inputs(fp32_path)
+        for fmt in request.formats:
+            for dtype in request.dtypes:
+                say(f"{fmt} {dtype}: converting and validating")
+                files = _convert(fmt, dtype, fp32_path, out)
+                variant = Variant(
+                    format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
+                    precision_hint=openvino_variants.PRECISION_HINT if fmt == "openvino" else None,
+                    quantization=_quantization(fmt, dtype),
+                )
+                threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
+                variant.fidelity = check_fidelity(out, manifest, variant, FORMAT_BACKENDS[fmt], texts,
+                                                  reference, threshold)
+                progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
+                         f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold})")
+                if not variant.fidelity.passed and not request.allow_low_fidelity:
+                    raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
+                manifest.variants.append(variant)
+        if not ("onnx" in request.formats and "fp32" in request.dtypes):
+            for path in fp32_files:
+                path.unlink()
+        say(f"writing {request.output}")
+        manifest.write(out)
+        _move_into_place(out, request.output, request.overwrite)
+    return manifest
+
+
+def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path) -> list[Path]:
+    if fmt == "onnx":
+        target = out / onnx_variants.ONNX_FILES[dtype]
+        if dtype == "fp32":
+            return [p for p in [fp32_path, fp32_path.with_name(fp32_path.name + "_data")] if p.is_file()]
+        if dtype == "fp16":
+            return convert_fp16(fp32_path, target)
+        return onnx_variants.quantize_q8(fp32_path, target)
+    return openvino_variants.convert(fp32_path, dtype, out / openvino_variants.OPENVINO_FILES[dtype])
+
+
+def _quantization(fmt: str, dtype: str) -> str | None:
+    if dtype != "q8":
+        return None
+    return onnx_variants.Q8_DESCRIPTION if fmt == "onnx" else openvino_variants.Q8_DESCRIPTION
+
+
+def _check_request(request: ExportRequest) -> None:
+    for dtype in request.dtypes:
+        if dtype not in DTYPES:
+            raise UnknownChoiceError("--quantize value", dtype, DTYPES)
+    for fmt in request.formats:
+        if fmt not in FORMATS:
+            raise UnknownChoiceError("--format value", fmt, FORMATS)
+    for dtype in request.min_cosine:
+        if dtype not in DTYPES:
+            raise UnknownChoiceError("--min-cosine variant", dtype, DTYPES)
+    if request.output.exists() and not request.overwrite and any(request.output.iterdir()):
+        raise ExportError(f"{request.output} exists and is not empty; choose another -o or pass --overwrite")
+
+
+def _check_matryoshka(dims: list[int], hidden: int) -> None:
+    bad = [d for d in dims if not 1 <= d <= hidden]
+    if bad:
+        raise ExportError(f"--matryoshka-dims {bad} out of range: each must be from 1 to the hidden size {hidden}")
+
+
+def _base_manifest(source: Source, config, request: ExportRequest, out: Path) -> Manifest:
+    spec = source.spec
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if not positions:
+        raise UnsupportedModelError(f"{source.model}: config.json has no max_position_embeddings")
+    max_length = min(spec.max_seq_length or positions, positions)
+    prompts = {**spec.prompts, **request.prompts}
+    return Manifest(
+        source={"model": source.model, "revision": source.revision},
+        architecture=(config.architectures or [type(config).__name__])[0],
+        model_type=config.model_type,
+        hidden_size=int(config.hidden_size),
+        max_length=int(max_length),
+        max_position_embeddings=positions,
+        pad_token_id=_pad_token_id(source, config, out),
+        pooling=spec.pooling,
+        normalize=spec.normalize,
+        prompts=prompts,
+        default_prompt_name=spec.default_prompt_name,
+        similarity_fn_name=spec.similarity_fn_name,
+        matryoshka_dims=sorted(set(request.matryoshka_dims), reverse=True),
+        edgembed_version=_version(),
+    )
+
+
+def _pad_token_id(source: Source, config, out: Path) -> int:
+    """The pad id the tokenizer uses; writes tokenizer.json when the source has only slow-tokenizer files."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source.transformer_dir), use_fast=True)
+    if not (out / "tokenizer.json").is_file():
+        if not getattr(tokenizer, "is_fast", False):
+            raise UnsupportedModelError(f"{source.model}: no fast tokenizer (tokenizer.json) can be built for it")
+        tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    for candidate in (tokenizer.pad_token_id, getattr(config, "pad_token_id", None)):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgembed")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _move_into_place(built: Path, target: Path, overwrite: bool) -> None:
+    """Swap the finished directory into place; an existing one is replaced only with --overwrite."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if target.exists():
+        if not overwrite:
+            raise ExportError(f"{target} appeared during the export; nothing was replaced")
+        backup = target.with_name(f".{target.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        target.rename(backup)
+        built.rename(target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        built.rename(target)
+    built.mkdir()  # TemporaryDirectory cleanup expects its folder back

@@ -1,0 +1,62 @@
+"""Backends run an exported graph and nothing else; they are chosen by name."""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import UnknownChoiceError
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings a backend applies when it compiles a graph."""
+
+    threads: int | None = None
+    precision_hint: str | None = None
+    providers: tuple[str, ...] | None = None
+
+
+class Backend(Protocol):
+    """A compiled graph: feeds in, token states (batch, seq, hidden) out."""
+
+    name: str
+    inputs: dict[str, np.dtype]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+def _load_onnxruntime(path: Path, output: str, options: BackendOptions) -> Backend:
+    from .onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, output, options)
+
+
+def _load_openvino(path: Path, output: str, options: BackendOptions) -> Backend:
+    from .openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(path, output, options)
+
+
+BACKENDS: dict[str, Callable[[Path, str, BackendOptions], Backend]] = {
+    "onnxruntime": _load_onnxruntime,
+    "openvino": _load_openvino,
+}
+# The module each backend imports, to tell what is installed without importing it.
+BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def installed_backends() -> list[str]:
+    """Backends whose package can be imported, in preference order."""
+    return [name for name, module in BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
+
+
+def load_backend(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
+    """Compile the graph at `path` with the backend called `name`."""
+    if name not in BACKENDS:
+        raise UnknownChoiceError("backend", name, BACKENDS)
+    return BACKENDS[name](path, output, options)

@@ -1,0 +1,248 @@
+"""Embedder: text in, float32 embeddings out, no torch anywhere."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BACKEND_MODULES, Backend, BackendOptions, installed_backends, load_backend
+from .errors import (
+    BackendUnavailableError,
+    InputTooLongError,
+    ModelFileError,
+    UnknownChoiceError,
+)
+from .manifest import BACKEND_FORMATS, Manifest, Variant
+from .pooling import normalize as l2_normalize
+from .pooling import pool, truncate_dim
+from .similarity import similarity_matrix
+from .tokenization import TextTokenizer
+
+# Picked when load() is given no variant: fastest first on a CPU.
+VARIANT_PREFERENCE = ("q8", "fp32", "fp16")
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+class Embedder:
+    """Embeds texts with one exported variant on one backend."""
+
+    def __init__(self, directory: Path, manifest: Manifest, variant: Variant, backend: Backend,
+                 tokenizer: TextTokenizer) -> None:
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self._variant = variant
+        self._backend = backend
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path, variant: str | None = None, backend: str | None = None,
+             max_length: int | None = None, threads: int | None = None,
+             providers: Sequence[str] | None = None) -> "Embedder":
+        """Load an exported model directory (the output of `edgembed export`)."""
+        directory = Path(path)
+        return cls.from_manifest(directory, Manifest.read(directory), variant, backend, max_length, threads, providers)
+
+    @classmethod
+    def from_manifest(cls, directory: Path, manifest: Manifest, variant: str | None = None,
+                      backend: str | None = None, max_length: int | None = None, threads: int | None = None,
+                      providers: Sequence[str] | None = None) -> "Embedder":
+        """Build an Embedder from an in-memory manifest (used by the exporter to validate)."""
+        backend_name = _choose_backend(manifest, backend)
+        chosen = _choose_variant(manifest, variant, backend_name)
+        if chosen.fidelity is not None and not chosen.fidelity.passed:
+            warnings.warn(
+                f"variant {chosen.name} was kept with --allow-low-fidelity: cosine min "
+                f"{chosen.fidelity.cosine_min:.4f} < threshold {chosen.fidelity.threshold}", stacklevel=2)
+        for entry in chosen.files:
+            _check_file(directory, entry.path, entry.bytes)
+        options = BackendOptions(threads=threads, precision_hint=chosen.precision_hint,
+                                 providers=tuple(providers) if providers else None)
+        compiled = load_backend(backend_name, directory / chosen.model_file, chosen.output, options)
+        limit = _check_max_length(manifest, max_length)
+        tokenizer = TextTokenizer(directory / manifest.tokenizer_file, limit, manifest.pad_token_id)
+        return cls(directory, manifest, chosen, compiled, tokenizer)
+
+    @property
+    def dimension(self) -> int:
+        """Length of a full embedding (before any `dim` truncation)."""
+        return self.manifest.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        """Token limit per text, special tokens included."""
+        return self._tokenizer.max_length
+
+    @property
+    def variant(self) -> str:
+        return self._variant.dtype
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def variants(self) -> list[tuple[str, str]]:
+        """Every (variant, backend) pair this directory holds."""
+        formats = {fmt: name for name, fmt in BACKEND_FORMATS.items()}
+        return [(v.dtype, formats[v.format]) for v in self.manifest.variants if v.format in formats]
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return dict(self.manifest.prompts)
+
+    def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
+               prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
+               truncate: bool = True) -> np.ndarray:
+        """Embed texts: float32 of shape (n, dim), or (dim,) for a single string.
+
+        `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts);
+        with neither, the manifest's default prompt applies. `normalize=None` follows the model
+        (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
+        """
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        _check_texts(items)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        out_dim = self._check_dim(dim)
+        prefix = self._prefix(prompt_name, prompt)
+        if prefix:
+            items = [prefix + text for text in items]
+        if not truncate:
+            self._tokenizer(items, truncate=False)  # raises InputTooLongError naming the index
+        pooled = [self._embed_batch(items[start:start + batch_size]) for start in range(0, len(items), batch_size)]
+        vectors = np.concatenate(pooled) if pooled else np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = truncate_dim(vectors, dim)
+        if self.manifest.normalize if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        vectors = vectors.astype(np.float32, copy=False).reshape(-1, out_dim)
+        return vectors[0] if single else vectors
+
+    def encode_query(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
+                     dim: int | None = None, truncate: bool = True) -> np.ndarray:
+        """encode() with the manifest's "query" prompt, when it has one."""
+        name = "query" if "query" in self.manifest.prompts else None
+        return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
+                           normalize=normalize, dim=dim, truncate=truncate)
+
+    def encode_document(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
+                        dim: int | None = None, truncate: bool = True) -> np.ndarray:
+        """encode() with the first of the "document", "passage", "corpus" prompts the manifest has."""
+        name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.manifest.prompts), None)
+        return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
+                           normalize=normalize, dim=dim, truncate=truncate)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
+        return similarity_matrix(a, b, self.manifest.similarity_fn_name)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        batch = self._tokenizer(texts)
+        hidden = self._backend.run(self._feeds(batch.input_ids, batch.attention_mask))
+        return pool(hidden, batch.attention_mask, self.manifest.pooling)
+
+    def _feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Feed exactly the inputs the graph declares, in the types it declares."""
+        known = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": np.zeros_like(input_ids),
+        }
+        feeds = {}
+        for name, dtype in self._backend.inputs.items():
+            if name not in known:
+                raise ModelFileError(self.directory / self._variant.model_file,
+                                     f"graph declares input {name!r}, which edgembed cannot fill (it fills {sorted(known)})")
+            feeds[name] = known[name].astype(dtype, copy=False)
+        return feeds
+
+    def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.manifest.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.manifest.prompts:
+            raise UnknownChoiceError("prompt name", name, self.manifest.prompts,
+                                     "prompts are set at export with --prompt NAME=TEXT")
+        return self.manifest.prompts[name]
+
+    def _check_dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self.dimension
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.dimension:
+            raise ValueError(f"dim must be an integer from 1 to {self.dimension}, got {dim!r}"
+                             + (f"; this model was trained for {self.manifest.matryoshka_dims}"
+                                if self.manifest.matryoshka_dims else ""))
+        return dim
+
+
+def _check_texts(items: list[object]) -> None:
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"texts[{index}] is not valid Unicode ({exc.reason} at position {exc.start})") from None
+
+
+def _choose_backend(manifest: Manifest, requested: str | None) -> str:
+    if requested is not None:
+        if requested not in BACKEND_FORMATS:
+            raise UnknownChoiceError("backend", requested, BACKEND_FORMATS)
+        return requested
+    exported = {v.format for v in manifest.variants}
+    candidates = [name for name, fmt in BACKEND_FORMATS.items() if fmt in exported]
+    for name in installed_backends():
+        if name in candidates:
+            return name
+    if not candidates:
+        raise ModelFileError("manifest.json", "lists no variant; re-export the model")
+    raise BackendUnavailableError(candidates[0], BACKEND_MODULES[candidates[0]],
+                                  "onnx" if candidates[0] == "onnxruntime" else "openvino")
+
+
+def _choose_variant(manifest: Manifest, requested: str | None, backend: str) -> Variant:
+    fmt = BACKEND_FORMATS[backend]
+    available = [v.dtype for v in manifest.variants if v.format == fmt]
+    if requested is None:
+        for dtype in VARIANT_PREFERENCE:
+            if dtype in available:
+                requested = dtype
+                break
+        else:
+            requested = available[0] if available else "fp32"
+    found = manifest.find(fmt, requested)
+    if found is None:
+        others = sorted({f"{v.dtype} ({name})" for v in manifest.variants
+                         for name, f in BACKEND_FORMATS.items() if f == v.format and name != backend})
+        hint = f"other backends have: {', '.join(others)}" if others else ""
+        raise UnknownChoiceError(f"variant for backend {backend!r}", requested, available, hint)
+    return found
+
+
+def _check_file(directory: Path, relative: str, expected_bytes: int) -> None:
+    """The file must lie inside the model directory and have the size the manifest records."""
+    path = (directory / relative)
+    root = directory.resolve()
+    if root not in path.resolve().parents:
+        raise ModelFileError(path, "lies outside the model directory; refusing to load it")
+    if not path.is_file():
+        raise ModelFileError(path, "not found; the exported directory is incomplete, re-export or re-copy it")
+    size = path.stat().st_size
+    if size != expected_bytes:
+        raise ModelFileError(path, f"is {size} bytes but manifest.json records {expected_bytes}; "
+                                   "the file is corrupt or from another export")
+
+
+def _check_max_length(manifest: Manifest, requested: int | None) -> int:
+    if requested is None:
+        return manifest.max_length
+    limit = manifest.max_position_embeddings
+    if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= limit:
+        raise ValueError(f"max_length must be an integer from 1 to {limit} (the model's position limit), "
+                         f"got {requested!r}")
+    return requested

@@ -1,0 +1,63 @@
+"""Tokenization with HF `tokenizers`, configured once at load time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import InputTooLongError, ModelFileError
+
+
+@dataclass
+class Batch:
+    """Token ids and attention mask of a padded batch, int64."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+
+class TextTokenizer:
+    """Truncates at max_length and pads each batch to its longest text.
+
+    Any truncation or padding stored in tokenizer.json is replaced: a fixed
+    padding length there would make pooling average over padding.
+    """
+
+    def __init__(self, path: Path, max_length: int, pad_token_id: int) -> None:
+        self.max_length = max_length
+        self._tokenizer = _load(path)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._pad_token_id = pad_token_id
+
+    def __call__(self, texts: list[str], truncate: bool = True) -> Batch:
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        if not truncate:
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    raise InputTooLongError(index, self._count_tokens(texts[index]), self.max_length)
+        longest = max((len(e.ids) for e in encodings), default=0)
+        input_ids = np.full((len(encodings), longest), self._pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encodings), longest), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            length = len(encoding.ids)
+            input_ids[row, :length] = encoding.ids
+            attention_mask[row, :length] = encoding.attention_mask
+        return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+    def _count_tokens(self, text: str) -> int:
+        """Token count without truncation, on a private copy so the shared tokenizer is never reconfigured."""
+        counter = Tokenizer.from_str(self._tokenizer.to_str())
+        counter.no_truncation()
+        return len(counter.encode(text, add_special_tokens=True).ids)
+
+
+def _load(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise ModelFileError(path, "tokenizer file not found; the exported directory is incomplete, re-export it")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        raise ModelFileError(path, f"cannot be loaded as a tokenizers file ({exc})") from None
