@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny ModernBERT exported to all six variants, and the PyTorch reference."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_model import build_tiny_modernbert, real_sentences  # noqa: E402
+
+DTYPES = ("fp32", "fp16", "q8")
+BACKENDS = ("onnxruntime", "openvino")
+# Minimum cosine to PyTorch per text on the tiny model (the Foundation issue's thresholds).
+TINY_THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.995}
+ALL_VARIANTS = [(dtype, backend) for dtype in DTYPES for backend in BACKENDS]
+
+
+def torch_reference(model_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """The model card's recipe, written independently of edgembed: AutoModel, masked mean, L2 norm."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModel.from_pretrained(str(model_dir)).float().eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 16):
+            batch = tokenizer(texts[start:start + 16], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+            hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out).numpy()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_modernbert(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All six variants of the tiny model, exported through the public CLI entry point."""
+    from edgembed.runtime.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    code = main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "fp32", "fp16", "q8",
+                 "--format", "onnx", "openvino", "--matryoshka-dims", "64", "32", "16"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def parity_texts() -> list[str]:
+    """Short and long texts; many exceed the tiny model's 16-token local window, some its 256-token limit."""
+    sentences = real_sentences(60)
+    long_texts = [" ".join(sentences[i:i + 12]) for i in range(0, 48, 12)]
+    return sentences[:40] + long_texts + ["", "   ", "a"]
+
+
+@pytest.fixture(scope="session")
+def parity_reference(tiny_model_dir: Path, parity_texts: list[str]) -> np.ndarray:
+    return torch_reference(tiny_model_dir, parity_texts, max_length=256)
+
+
+@pytest.fixture(scope="session")
+def embedders(tiny_export: Path):
+    """One loaded Embedder per (variant, backend), shared by the tests."""
+    from edgembed.runtime import Embedder
+
+    return {(d, b): Embedder.load(tiny_export, variant=d, backend=b) for d, b in ALL_VARIANTS}

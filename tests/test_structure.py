@@ -1,0 +1,102 @@
+"""The files are what their names say: int8 MatMuls, fp16 weights, int8 OpenVINO constants, honest manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+EXPECTED_FILES = [
+    "onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/model_quantized.onnx",
+    "openvino/openvino_model.xml", "openvino/openvino_model.bin",
+    "openvino/openvino_model_fp16.xml", "openvino/openvino_model_fp16.bin",
+    "openvino/openvino_model_int8.xml", "openvino/openvino_model_int8.bin",
+    "tokenizer.json", "config.json", "modules.json", "1_Pooling/config.json",
+    "config_sentence_transformers.json", "sentence_bert_config.json", "manifest.json",
+]
+
+
+def _initializer_bytes_by_type(path: Path) -> Counter:
+    model = onnx.load(str(path))
+    totals: Counter = Counter()
+    for tensor in model.graph.initializer:
+        totals[onnx.TensorProto.DataType.Name(tensor.data_type)] += onnx.numpy_helper.to_array(tensor).nbytes
+    return totals
+
+
+def test_layout(tiny_export: Path):
+    for name in EXPECTED_FILES:
+        assert (tiny_export / name).is_file(), name
+    assert not any(p.name.startswith(".") for p in tiny_export.parent.iterdir()), "partial directory left behind"
+
+
+def test_q8_graph_multiplies_in_int8(tiny_export: Path):
+    model = onnx.load(str(tiny_export / "onnx/model_quantized.onnx"))
+    ops = Counter(node.op_type for node in model.graph.node)
+    float_ops = Counter(node.op_type for node in onnx.load(str(tiny_export / "onnx/model.onnx")).graph.node)
+    integer_matmuls = ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"]
+    # 4 layers x (Wqkv, Wo, Wi, Wo of the MLP) weight MatMuls; the attention-score MatMuls stay float.
+    assert integer_matmuls >= 16, ops
+    assert ops["MatMul"] == float_ops["MatMul"] - integer_matmuls
+    int8_bytes = _initializer_bytes_by_type(tiny_export / "onnx/model_quantized.onnx")["INT8"]
+    assert int8_bytes > 4 * 64 * (3 * 64 + 64 + 2 * 96 + 96) * 0.99
+
+
+def test_fp16_file_stores_fp16_weights(tiny_export: Path):
+    totals = _initializer_bytes_by_type(tiny_export / "onnx/model_fp16.onnx")
+    assert totals["FLOAT16"] > 0.95 * (totals["FLOAT16"] + totals["FLOAT"]), totals
+    fp32_size = (tiny_export / "onnx/model.onnx").stat().st_size
+    assert (tiny_export / "onnx/model_fp16.onnx").stat().st_size < 0.6 * fp32_size
+
+
+def _openvino_constant_bytes(xml: Path) -> Counter:
+    totals: Counter = Counter()
+    for layer in ElementTree.parse(xml).getroot().iter("layer"):
+        if layer.get("type") == "Const":
+            data = layer.find("data")
+            totals[data.get("element_type")] += int(data.get("size"))
+    return totals
+
+
+def test_openvino_fp16_and_int8_weights(tiny_export: Path):
+    fp16 = _openvino_constant_bytes(tiny_export / "openvino/openvino_model_fp16.xml")
+    assert fp16["f16"] > 0.9 * sum(fp16.values()), fp16
+    int8 = _openvino_constant_bytes(tiny_export / "openvino/openvino_model_int8.xml")
+    assert int8["i8"] > 0.5 * sum(int8.values()), int8
+    fp32 = _openvino_constant_bytes(tiny_export / "openvino/openvino_model.xml")
+    assert fp32["f16"] == 0 and fp32["i8"] == 0, fp32
+
+
+def test_manifest(tiny_export: Path):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["architecture"] == "ModernBertModel" and manifest["model_type"] == "modernbert"
+    assert manifest["hidden_size"] == 64 and manifest["max_length"] == 256
+    assert manifest["pooling"] == "mean" and manifest["normalize"] is True
+    assert manifest["prompts"] == {"query": "search_query: ", "document": "search_document: "}
+    assert manifest["matryoshka_dims"] == [64, 32, 16]
+    assert sorted((v["format"], v["dtype"]) for v in manifest["variants"]) == sorted(
+        (f, d) for f in ("onnx", "openvino") for d in ("fp32", "fp16", "q8"))
+    for variant in manifest["variants"]:
+        fidelity = variant["fidelity"]
+        assert fidelity["passed"] and fidelity["cosine_min"] <= fidelity["cosine_mean"] <= 1.0 + 1e-6
+        assert fidelity["texts"] >= 20
+        assert variant["inputs"] == ["input_ids", "attention_mask"]
+        if variant["format"] == "openvino":
+            assert variant["precision_hint"] == "f32"
+        for entry in variant["files"]:
+            data = (tiny_export / entry["path"]).read_bytes()
+            assert len(data) == entry["bytes"]
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+def test_int8_outputs_differ_from_fp32(embedders):
+    """The q8 variants really run quantized arithmetic (their vectors are close to fp32, but not equal)."""
+    text = ["a sentence to embed with every variant"]
+    fp32 = embedders["fp32", "onnxruntime"].encode(text)
+    for backend in ("onnxruntime", "openvino"):
+        assert not np.array_equal(embedders["q8", backend].encode(text), fp32)
