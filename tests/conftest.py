@@ -78,3 +78,19 @@ def embedders(tiny_export: Path):
     from edgembed.runtime import Embedder
 
     return {(d, b): Embedder.load(tiny_export, variant=d, backend=b) for d, b in ALL_VARIANTS}
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def report():
+    """Append a line to the fidelity figures printed at the end of the run (even without -s)."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured fidelity")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -57,12 +57,12 @@ def test_manifest_reads_the_sentence_transformers_files(minilm_export: Path):
 
 
 @pytest.mark.parametrize("dtype,backend", ALL_VARIANTS)
-def test_matches_sentence_transformers(minilm_export, sentences, st_reference, dtype, backend):
+def test_matches_sentence_transformers(minilm_export, sentences, st_reference, report, dtype, backend):
     vectors = Embedder.load(minilm_export, variant=dtype, backend=backend).encode(sentences)
     sims = cosines(vectors, st_reference)
     size = sum(f.stat().st_size for f in (minilm_export / ("onnx" if backend == "onnxruntime" else "openvino"))
                .iterdir() if _belongs(f.name, dtype))
-    print(f"\nall-MiniLM-L6-v2 {dtype}/{backend}: cosine min {sims.min():.6f} mean {sims.mean():.6f} "
+    report(f"all-MiniLM-L6-v2 {dtype:>4}/{backend:<11}: cosine to sentence-transformers min {sims.min():.6f} mean {sims.mean():.6f} "
           f"p1 {np.percentile(sims, 1):.6f} over {len(sims)} sentences; files {size / 1e6:.1f} MB")
     assert sims.min() >= MINILM_MIN[dtype]
     assert sims.mean() >= MINILM_MEAN[dtype]

@@ -11,10 +11,11 @@ BATCH_INVARIANCE = {"fp32": 0.99999, "fp16": 0.9999, "q8": 0.999}
 
 
 @pytest.mark.parametrize("dtype,backend", ALL_VARIANTS)
-def test_matches_pytorch(embedders, parity_texts, parity_reference, dtype, backend):
+def test_matches_pytorch(embedders, parity_texts, parity_reference, report, dtype, backend):
     vectors = embedders[dtype, backend].encode(parity_texts, batch_size=8)
     sims = cosines(vectors, parity_reference)
-    print(f"\n{dtype}/{backend}: cosine min {sims.min():.6f} mean {sims.mean():.6f} over {len(sims)} texts")
+    report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: cosine to PyTorch min {sims.min():.6f} "
+           f"mean {sims.mean():.6f} over {len(sims)} texts")
     assert vectors.dtype == np.float32 and vectors.shape == (len(parity_texts), 64)
     assert sims.min() >= TINY_THRESHOLDS[dtype]
 
