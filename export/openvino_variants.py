@@ -1,6 +1,7 @@
 """OpenVINO IR variants, converted from the fp32 ONNX graph."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from edgembed.runtime.errors import ExportDependencyError
@@ -14,6 +15,9 @@ OPENVINO_FILES = {
 Q8_DESCRIPTION = "nncf.compress_weights INT8_SYM: int8 weights per output channel, float activations"
 # Run every variant in f32 arithmetic: without the hint, CPUs with AMX or avx512_bf16 run bf16.
 PRECISION_HINT = "f32"
+# Constants smaller than this stay float32 in the fp16 IR: among them the rotary inverse frequencies,
+# whose rounding to fp16 shifts every rotation angle in proportion to the position.
+FP16_MIN_ELEMENTS = 1024
 
 
 def _import_openvino():
@@ -33,7 +37,30 @@ def convert(onnx_fp32: Path, dtype: str, destination: Path) -> list[Path]:
             import nncf
         except ImportError:
             raise ExportDependencyError("nncf") from None
+        logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer table drowns the export's progress
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    if dtype == "fp16":
+        _store_weights_as_fp16(ov, model)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(destination), compress_to_fp16=(dtype == "fp16"))
+    # compress_to_fp16 would also round the small constants (it defaults to True: always pass it).
+    ov.save_model(model, str(destination), compress_to_fp16=False)
     return [destination, destination.with_suffix(".bin")]
+
+
+def _store_weights_as_fp16(ov, model) -> None:
+    """Replace every large f32 Constant by an f16 Constant and a Convert back to f32 (decompressed at load)."""
+    import numpy as np
+    import openvino.opset13 as opset
+
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Constant" or node.get_output_element_type(0) != ov.Type.f32:
+            continue
+        values = node.get_data()
+        if values.size < FP16_MIN_ELEMENTS:
+            continue
+        half = opset.constant(values.astype(np.float16), dtype=ov.Type.f16)
+        widened = opset.convert(half, ov.Type.f32)
+        widened.get_rt_info()["decompression"] = ""  # the mark OpenVINO's own fp16 IRs carry
+        widened.set_friendly_name(node.get_friendly_name())
+        for consumer in list(node.output(0).get_target_inputs()):
+            consumer.replace_source_output(widened.output(0))

@@ -54,7 +54,8 @@ def build_tokenizer(directory: Path, vocab_size: int = 1200) -> int:
     return tokenizer.get_vocab_size()
 
 
-def build_tiny_modernbert(directory: Path, seed: int = 0, sentence_transformers_files: bool = True) -> Path:
+def build_tiny_modernbert(directory: Path, seed: int = 0, sentence_transformers_files: bool = True,
+                          max_positions: int = 512) -> Path:
     """4 layers (global attention in layers 0 and 3, sliding window in 1 and 2), hidden 64, random weights."""
     import torch
     from transformers import ModernBertConfig, ModernBertModel
@@ -64,7 +65,7 @@ def build_tiny_modernbert(directory: Path, seed: int = 0, sentence_transformers_
     config = ModernBertConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
         num_attention_heads=4, global_attn_every_n_layers=3, local_attention=LOCAL_WINDOW,
-        max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+        max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
         sep_token_id=3, global_rope_theta=160000.0, local_rope_theta=10000.0,
         # With the default 0.02 the residual stream drowns the layers: switching every layer off moves the
         # embeddings by cosine 0.0001, so a broken attention would pass parity. At 0.2 it moves them to
@@ -75,11 +76,11 @@ def build_tiny_modernbert(directory: Path, seed: int = 0, sentence_transformers_
     model = ModernBertModel(config).eval()
     model.save_pretrained(str(directory), safe_serialization=True)
     if sentence_transformers_files:
-        write_sentence_transformers_files(directory, config.hidden_size)
+        write_sentence_transformers_files(directory, config.hidden_size, min(MAX_SEQ_LENGTH, max_positions))
     return directory
 
 
-def write_sentence_transformers_files(directory: Path, hidden_size: int) -> None:
+def write_sentence_transformers_files(directory: Path, hidden_size: int, max_seq_length: int = MAX_SEQ_LENGTH) -> None:
     """modules.json (Transformer, mean Pooling in the new format, Normalize), prompts and max_seq_length."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -92,4 +93,4 @@ def write_sentence_transformers_files(directory: Path, hidden_size: int) -> None
         json.dumps({"embedding_dimension": hidden_size, "pooling_mode": "mean", "include_prompt": True}))
     (directory / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}))
-    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_SEQ_LENGTH}))
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
