@@ -15,7 +15,7 @@ from .files import copy_side_files, file_entry
 from .fp16 import convert_fp16
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
-from .validate import check_fidelity
+from .validate import measure_variant
 from .validation_texts import validation_texts
 
 DTYPES = ("fp32", "fp16", "q8")
@@ -80,10 +80,11 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
                     quantization=_quantization(fmt, dtype),
                 )
                 threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
-                variant.fidelity = check_fidelity(out, manifest, variant, FORMAT_BACKENDS[fmt], texts,
-                                                  reference, threshold)
+                variant.fidelity, variant.speed = measure_variant(out, manifest, variant, FORMAT_BACKENDS[fmt],
+                                                                  texts, reference, threshold)
                 progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
-                         f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold})")
+                         f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
+                         f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
                 if not variant.fidelity.passed and not request.allow_low_fidelity:
                     raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
                 manifest.variants.append(variant)

@@ -5,8 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
+import time
+
+from edgembed.runtime.cpu import cpu_model
 from edgembed.runtime.embedder import Embedder
-from edgembed.runtime.manifest import Fidelity, Manifest, Variant
+from edgembed.runtime.manifest import Fidelity, Manifest, Speed, Variant
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -16,13 +19,17 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def check_fidelity(directory: Path, manifest: Manifest, variant: Variant, backend: str, texts: list[str],
-                   reference: np.ndarray, threshold: float) -> Fidelity:
-    """Embed `texts` exactly as a user would (same runtime code) and measure cosine to `reference`."""
+def measure_variant(directory: Path, manifest: Manifest, variant: Variant, backend: str, texts: list[str],
+                    reference: np.ndarray, threshold: float) -> tuple[Fidelity, Speed]:
+    """Embed `texts` exactly as a user would (same runtime code): cosine to `reference`, then throughput."""
     trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
     embedder = Embedder.from_manifest(directory, trial, variant=variant.dtype, backend=backend)
     vectors = embedder.encode(texts, batch_size=8, normalize=True, prompt="")
     cosines = cosine_rows(vectors, reference)
     low = float(cosines.min())
-    return Fidelity(cosine_min=round(low, 7), cosine_mean=round(float(cosines.mean()), 7), texts=len(texts),
-                    reference="pytorch fp32, transformers AutoModel", threshold=threshold, passed=low >= threshold)
+    fidelity = Fidelity(cosine_min=round(low, 7), cosine_mean=round(float(cosines.mean()), 7), texts=len(texts),
+                        reference="pytorch fp32, transformers AutoModel", threshold=threshold, passed=low >= threshold)
+    start = time.perf_counter()
+    embedder.encode(texts, batch_size=8, prompt="")  # second pass: warm caches, steady-state speed
+    rate = len(texts) / (time.perf_counter() - start)
+    return fidelity, Speed(texts_per_second=round(rate, 2), threads=None, cpu=cpu_model())

@@ -16,8 +16,9 @@ def _add_embed_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
         description="Embed TEXT arguments (or one text per line on stdin) and print JSON.")
     parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (default: read stdin)")
-    parser.add_argument("--variant", help="fp32, fp16 or q8 (default: q8 if exported, else fp32)")
-    parser.add_argument("--backend", choices=["onnxruntime", "openvino"], help="default: the first one installed")
+    parser.add_argument("--variant", help="fp32, fp16, q8 or auto (default: q8 if exported, else fp32)")
+    parser.add_argument("--backend", choices=["onnxruntime", "openvino", "auto"],
+                        help="default: the first one installed; auto: the fastest faithful one")
     parser.add_argument("--prompt-name", help="a prompt stored in the manifest, e.g. query or document")
     parser.add_argument("--dim", type=int, help="keep the first DIM components (Matryoshka), then normalize")
     parser.add_argument("--max-length", type=int, help="token limit per text (default: the manifest's)")
@@ -32,6 +33,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
     model = Embedder.load(args.model_dir, variant=args.variant, backend=args.backend,
                           max_length=args.max_length, threads=args.threads)
+    if "auto" in (args.variant, args.backend):
+        print(f"edgembed embed: using {model.describe()}", file=sys.stderr)
     vectors = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, dim=args.dim)
     json.dump({"variant": model.variant, "backend": model.backend, "dimension": int(vectors.shape[1]),
                "embeddings": vectors.tolist()}, sys.stdout)

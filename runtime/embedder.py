@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from .backends import BACKEND_MODULES, Backend, BackendOptions, installed_backends, load_backend
+from .auto import AUTO_MIN_COSINE, choose
+from .backends import BACKEND_MODULES, Backend, BackendOptions, cuda_available, installed_backends, load_backend
 from .errors import (
     BackendUnavailableError,
     ModelFileError,
@@ -29,26 +30,39 @@ class Embedder:
     """Embeds texts with one exported variant on one backend."""
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, backend: Backend,
-                 tokenizer: TextTokenizer) -> None:
+                 tokenizer: TextTokenizer, reason: str = "requested") -> None:
         self.directory = Path(directory)
         self.manifest = manifest
         self._variant = variant
         self._backend = backend
         self._tokenizer = tokenizer
+        self._reason = reason
 
     @classmethod
     def load(cls, path: str | Path, variant: str | None = None, backend: str | None = None,
              max_length: int | None = None, threads: int | None = None,
-             providers: Sequence[str] | None = None) -> "Embedder":
+             providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE) -> "Embedder":
         """Load an exported model directory (the output of `edgembed export`)."""
         directory = Path(path)
-        return cls.from_manifest(directory, Manifest.read(directory), variant, backend, max_length, threads, providers)
+        return cls.from_manifest(directory, Manifest.read(directory), variant, backend, max_length, threads,
+                                 providers, auto_min_cosine)
 
     @classmethod
     def from_manifest(cls, directory: Path, manifest: Manifest, variant: str | None = None,
                       backend: str | None = None, max_length: int | None = None, threads: int | None = None,
-                      providers: Sequence[str] | None = None) -> "Embedder":
-        """Build an Embedder from an in-memory manifest (used by the exporter to validate)."""
+                      providers: Sequence[str] | None = None,
+                      auto_min_cosine: float = AUTO_MIN_COSINE) -> "Embedder":
+        """Build an Embedder from an in-memory manifest (used by the exporter to validate).
+
+        `variant="auto"` and/or `backend="auto"` pick the fastest installed variant whose recorded
+        cosine to PyTorch is at least `auto_min_cosine`; `describe()` says what was picked and why.
+        """
+        reason = "requested"
+        if "auto" in (variant, backend):
+            choice = choose(manifest, variant or "auto", backend or "auto", installed_backends(), cuda_available(),
+                            auto_min_cosine)
+            variant, backend, reason = choice.variant, choice.backend, f"auto: {choice.reason}"
+            providers = providers or choice.providers
         backend_name = _choose_backend(manifest, backend)
         chosen = _choose_variant(manifest, variant, backend_name)
         if chosen.fidelity is not None and not chosen.fidelity.passed:
@@ -62,7 +76,7 @@ class Embedder:
         compiled = load_backend(backend_name, directory / chosen.model_file, chosen.output, options)
         limit = _check_max_length(manifest, max_length)
         tokenizer = TextTokenizer(directory / manifest.tokenizer_file, limit, manifest.pad_token_id)
-        return cls(directory, manifest, chosen, compiled, tokenizer)
+        return cls(directory, manifest, chosen, compiled, tokenizer, reason)
 
     @property
     def dimension(self) -> int:
@@ -91,6 +105,13 @@ class Embedder:
     @property
     def prompts(self) -> dict[str, str]:
         return dict(self.manifest.prompts)
+
+    def describe(self) -> str:
+        """One line: the variant and backend in use, why, and their recorded fidelity."""
+        fidelity = self._variant.fidelity
+        figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
+        return (f"{self.variant} on {self.backend} ({self._reason}){figure}; "
+                f"dimension {self.dimension}, max_length {self.max_length}")
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,

@@ -37,6 +37,15 @@ class Fidelity:
 
 
 @dataclass
+class Speed:
+    """Throughput measured at export on the validation texts (a hint for `auto`, not a benchmark)."""
+
+    texts_per_second: float
+    threads: int | None
+    cpu: str
+
+
+@dataclass
 class Variant:
     """One exported graph: a file format at a precision."""
 
@@ -48,6 +57,7 @@ class Variant:
     precision_hint: str | None = None
     quantization: str | None = None
     fidelity: Fidelity | None = None
+    speed: Speed | None = None
 
     @property
     def name(self) -> str:
@@ -131,5 +141,6 @@ class Manifest:
 def _variant_from_dict(data: dict[str, Any]) -> Variant:
     files = [FileEntry(**f) for f in data["files"]]
     fidelity = Fidelity(**data["fidelity"]) if data.get("fidelity") else None
-    fields = {k: v for k, v in data.items() if k not in ("files", "fidelity")}
-    return Variant(**fields, files=files, fidelity=fidelity)
+    speed = Speed(**data["speed"]) if data.get("speed") else None
+    fields = {k: v for k, v in data.items() if k not in ("files", "fidelity", "speed")}
+    return Variant(**fields, files=files, fidelity=fidelity, speed=speed)

@@ -55,6 +55,15 @@ def installed_backends() -> list[str]:
     return [name for name, module in BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
 
 
+def cuda_available() -> bool:
+    """True when onnxruntime-gpu is installed and offers the CUDA execution provider."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def load_backend(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
     """Compile the graph at `path` with the backend called `name`."""
     if name not in BACKENDS:

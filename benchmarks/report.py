@@ -1,0 +1,161 @@
+"""Ratios to the PyTorch reference as a terminal table, results.md and a PNG chart."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engines import REFERENCE
+
+# column -> (workload, metric, higher_is_better, unit of the absolute value)
+COLUMNS = {
+    "query p50": ("query", "p50_ms", False, "ms"),
+    "query p99": ("query", "p99_ms", False, "ms"),
+    "batch 32": ("batch", "median_s", False, "s"),
+    "corpus": ("corpus", "texts_per_s", True, "texts/s"),
+    "cold start": ("cold", "median_s", False, "s"),
+}
+
+
+def _value(engine: dict, column: str) -> float | None:
+    workload, metric, _, _ = COLUMNS[column]
+    entry = engine.get(workload) or {}
+    value = entry.get(metric)
+    return float(value) if value is not None else None
+
+
+def speedups(model: dict) -> dict[str, dict[str, float | None]]:
+    """engine -> column -> speed-up over the reference (reference time / engine time; throughput engine / ref)."""
+    engines = model.get("engines", {})
+    reference = engines.get(REFERENCE, {})
+    table: dict[str, dict[str, float | None]] = {}
+    for name, engine in engines.items():
+        row: dict[str, float | None] = {}
+        for column, (_, _, higher, _) in COLUMNS.items():
+            mine, ref = _value(engine, column), _value(reference, column)
+            row[column] = None if not mine or not ref else (mine / ref if higher else ref / mine)
+        table[name] = row
+    return table
+
+
+def _cell(engine: dict, column: str, ratio: float | None) -> str:
+    workload = COLUMNS[column][0]
+    if "error" in engine or "error" in (engine.get(workload) or {}):
+        return "error"
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _absolute(engine: dict, column: str) -> str:
+    workload, _, _, unit = COLUMNS[column]
+    if "error" in engine or "error" in (engine.get(workload) or {}):
+        return "error"
+    value = _value(engine, column)
+    if value is None:
+        return "-"
+    return f"{value:.1f} {unit}" if value >= 10 else f"{value:.3g} {unit}"
+
+
+def _rows(model: dict, absolute: bool) -> list[list[str]]:
+    ratios = speedups(model)
+    rows = []
+    for name, engine in model.get("engines", {}).items():
+        cells = [_absolute(engine, c) if absolute else _cell(engine, c, ratios[name][c]) for c in COLUMNS]
+        cosine = engine.get("cosine_min")
+        rows.append([name, *cells, "-" if cosine is None else f"{cosine:.4f}"])
+    return rows
+
+
+def _errors(model: dict) -> list[str]:
+    found = []
+    for name, engine in model.get("engines", {}).items():
+        if "error" in engine:
+            found.append(f"{name}: {engine['error']}")
+        for workload in ("query", "batch", "corpus", "cold"):
+            entry = engine.get(workload) or {}
+            if "error" in entry:
+                found.append(f"{name} ({workload}): {entry['error']}")
+    return found
+
+
+HEADER = ["engine", *COLUMNS, "cos min"]
+
+
+def terminal(results: dict) -> str:
+    """Fixed-width speed-up and absolute tables, one pair per model."""
+    out = []
+    for model_name, model in results["models"].items():
+        if "error" in model:
+            out.append(f"\n{model_name}: error: {model['error']}")
+            continue
+        for title, absolute in (("speed-up over pytorch (higher is better)", False), ("absolute", True)):
+            rows = [HEADER, *_rows(model, absolute)]
+            widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+            out.append(f"\n{model_name} ({results['threads']} threads): {title}")
+            for index, row in enumerate(rows):
+                out.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                     for i, (cell, w) in enumerate(zip(row, widths))))
+                if index == 0:
+                    out.append("  ".join("-" * w for w in widths))
+        out.extend(f"  ! {line[:300]}" for line in _errors(model))
+    return "\n".join(out)
+
+
+def markdown(results: dict) -> str:
+    """results.md: how it was run, then per model the speed-up table, the absolute table and any errors."""
+    machine, versions = results["machine"], results["versions"]
+    lines = ["# edgembed benchmark", "",
+             f"`{results['command']}`", "",
+             f"{results['date']} · {machine['cpu']} · {machine['cores']} cores · flags: "
+             + (", ".join(f for f, on in machine["flags"].items() if on) or "none of " + ", ".join(machine["flags"]))
+             + f" · {results['threads']} threads for every engine", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
+             "Speed-up = PyTorch reference time / engine time (corpus: engine texts/s / reference texts/s); "
+             "`cos min` = smallest cosine to the reference's vectors over the corpus (else the batch).", ""]
+    for model_name, model in results["models"].items():
+        lines.append(f"## {model_name}")
+        lines.append("")
+        if "error" in model:
+            lines += [f"error: {model['error']}", ""]
+            continue
+        counts = model.get("texts", {}).get("token_counts", {})
+        if counts:
+            lines += [f"Tokens: query {counts.get('query')}, batch {counts.get('passages')}, "
+                      f"corpus {counts.get('corpus')} (max_length {model.get('max_length')}).", ""]
+        for title, absolute in (("Speed-up over PyTorch", False), ("Absolute", True)):
+            lines += [f"**{title}**", "", "| " + " | ".join(HEADER) + " |",
+                      "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in _rows(model, absolute)]
+            lines.append("")
+        errors = _errors(model)
+        if errors:
+            lines += ["Errors:", ""] + [f"- {e[:500]}" for e in errors] + [""]
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> Path | None:
+    """Grouped bars: one panel per model, workloads on x, one bar per engine, speed-up on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = {name: m for name, m in results["models"].items() if "error" not in m and m.get("engines")}
+    if not models:
+        return None
+    fig, axes = plt.subplots(len(models), 1, figsize=(13, 4.2 * len(models)), squeeze=False)
+    for ax, (model_name, model) in zip(axes[:, 0], models.items()):
+        ratios = speedups(model)
+        names = [n for n in ratios if n != REFERENCE]
+        width = 0.8 / max(len(names), 1)
+        for index, name in enumerate(names):
+            values = [ratios[name][c] or float("nan") for c in COLUMNS]
+            positions = [x - 0.4 + width * (index + 0.5) for x in range(len(COLUMNS))]
+            ax.bar(positions, values, width, label=name)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(COLUMNS)), list(COLUMNS))
+        ax.set_ylabel("speed-up over PyTorch")
+        ax.set_title(f"{model_name} ({results['threads']} threads)")
+        ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
