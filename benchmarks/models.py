@@ -68,11 +68,13 @@ def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print) -> Pr
                    "--quantize", *QUANTIZE, "--overwrite"]
         if random_weights:  # speed does not depend on the weights; keep a variant even if its cosine is low
             command.append("--allow-low-fidelity")
-        done = subprocess.run(command, capture_output=True, text=True)
-        (work_dir / name / "export.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-            raise RuntimeError(f"edgembed export failed ({done.returncode}): " + " | ".join(tail))
+        log_path = work_dir / name / "export.log"  # written as it goes: tail -f it during a long export
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as handle:
+            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"edgembed export failed ({code}), see {log_path}: " + " | ".join(tail))
     return PreparedModel(name=name, source_dir=source, export_dir=out, random_weights=random_weights)
 
 

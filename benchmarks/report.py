@@ -54,13 +54,39 @@ def _absolute(engine: dict, column: str) -> str:
 
 
 def _rows(model: dict, absolute: bool) -> list[list[str]]:
+    """One row per engine; the absolute table adds the load other processes put on the machine meanwhile."""
     ratios = speedups(model)
     rows = []
     for name, engine in model.get("engines", {}).items():
         cells = [_absolute(engine, c) if absolute else _cell(engine, c, ratios[name][c]) for c in COLUMNS]
-        cosine = engine.get("cosine_min")
+        cosine, other = engine.get("cosine_min"), engine.get("other_load_cores")
         rows.append([name, *cells, "-" if cosine is None else f"{cosine:.4f}"])
+        if absolute:
+            rows[-1].append("-" if other is None else f"{other:.2f}")
     return rows
+
+
+def _header(absolute: bool) -> list[str]:
+    return [*HEADER, "other load"] if absolute else HEADER
+
+
+def _tokens(model: dict) -> str:
+    counts = model.get("texts", {}).get("token_counts", {})
+    if not counts:
+        return ""
+    passages, corpus = counts["passages"], counts["corpus"]
+    return (f"tokens (with specials, before truncation at {model.get('max_length')}): query {counts['query']}; "
+            f"batch {passages['texts']} x {passages['min']}-{passages['max']} (mean {passages['mean']:.0f}); "
+            f"corpus {corpus['texts']} texts of {corpus['min']}-{corpus['max']} (mean {corpus['mean']:.0f})")
+
+
+def load_note(results: dict) -> str:
+    """A warning when other processes kept the CPU busy: the numbers are then not trustworthy."""
+    other, cores = results["machine"].get("other_load_cores"), results["machine"].get("cores") or 1
+    if other is None:
+        return ""
+    text = f"other processes used {other:.2f} of {cores} cores on average during the run"
+    return text + (" - WARNING: a busy machine; rerun on an idle one" if other > 0.25 else "")
 
 
 def _errors(model: dict) -> list[str]:
@@ -85,9 +111,10 @@ def terminal(results: dict) -> str:
         if "error" in model:
             out.append(f"\n{model_name}: error: {model['error']}")
             continue
+        out.append(f"\n{model_name}: {_tokens(model)}")
         for title, absolute in (("speed-up over pytorch (higher is better)", False), ("absolute", True)):
-            rows = [HEADER, *_rows(model, absolute)]
-            widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+            rows = [_header(absolute), *_rows(model, absolute)]
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             out.append(f"\n{model_name} ({results['threads']} threads): {title}")
             for index, row in enumerate(rows):
                 out.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -95,6 +122,8 @@ def terminal(results: dict) -> str:
                 if index == 0:
                     out.append("  ".join("-" * w for w in widths))
         out.extend(f"  ! {line[:300]}" for line in _errors(model))
+    if load_note(results):
+        out.append("\n" + load_note(results))
     return "\n".join(out)
 
 
@@ -108,20 +137,22 @@ def markdown(results: dict) -> str:
              + f" · {results['threads']} threads for every engine", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
              "Speed-up = PyTorch reference time / engine time (corpus: engine texts/s / reference texts/s); "
-             "`cos min` = smallest cosine to the reference's vectors over the corpus (else the batch).", ""]
+             "`cos min` = smallest cosine to the reference's vectors over the corpus (else the batch); "
+             "`other load` = cores used by other processes while the engine was measured.", ""]
+    if load_note(results):
+        lines += [load_note(results).capitalize() + ".", ""]
     for model_name, model in results["models"].items():
         lines.append(f"## {model_name}")
         lines.append("")
         if "error" in model:
             lines += [f"error: {model['error']}", ""]
             continue
-        counts = model.get("texts", {}).get("token_counts", {})
-        if counts:
-            lines += [f"Tokens: query {counts.get('query')}, batch {counts.get('passages')}, "
-                      f"corpus {counts.get('corpus')} (max_length {model.get('max_length')}).", ""]
+        if _tokens(model):
+            lines += [_tokens(model).capitalize() + ".", ""]
         for title, absolute in (("Speed-up over PyTorch", False), ("Absolute", True)):
-            lines += [f"**{title}**", "", "| " + " | ".join(HEADER) + " |",
-                      "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+            header = _header(absolute)
+            lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
+                      "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
             lines += ["| " + " | ".join(row) + " |" for row in _rows(model, absolute)]
             lines.append("")
         errors = _errors(model)

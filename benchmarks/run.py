@@ -16,8 +16,14 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported for real in main(), after the thread variables are set
+    from engines import EngineSpec
+    from texts import TextSet
+    from workloads import Settings
 
 HERE = Path(__file__).resolve().parent
 MODEL_NAMES = ("minilm", "modernbert-base", "modernbert-large")
@@ -107,18 +113,48 @@ def git_state() -> str:
         return "unknown"
 
 
+class OtherLoad:
+    """Average number of cores used by other processes (and the hypervisor) since creation.
+
+    Machine-wide busy CPU time minus this process's and its waited children's, over wall time:
+    a benchmark on a busy machine is visible in its results instead of silently slow.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            import psutil
+        except ImportError:
+            return None
+        times = psutil.cpu_times()
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        own = os.times()
+        return busy, own.user + own.system + own.children_user + own.children_system, time.monotonic()
+
+    def cores(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None or end[2] <= self._start[2]:
+            return None
+        other = (end[0] - self._start[0]) - (end[1] - self._start[1])
+        return round(max(other, 0.0) / (end[2] - self._start[2]), 2)
+
+
 def error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text if len(text) <= 1500 else text[:1500] + " ..."
 
 
-def run_engine(spec, texts, settings, workloads: list[str], reference: dict) -> dict:  # -> engine entry
+def run_engine(spec: EngineSpec, texts: TextSet, settings: Settings, workloads: list[str],
+               reference: dict) -> dict:
     """Load one engine and run the in-process workloads; failures are recorded, never raised."""
     from engines import REFERENCE, load_engine
     from workloads import cosine_min, measure_batch, measure_corpus, measure_query
 
     log(f"  {spec.name}: loading")
-    started = time.perf_counter()
+    started, load = time.perf_counter(), OtherLoad()
     try:
         engine = load_engine(spec)
     except Exception as exc:  # any library, any failure: record it and go on
@@ -143,12 +179,14 @@ def run_engine(spec, texts, settings, workloads: list[str], reference: dict) -> 
         if vectors.get(workload) is not None and reference.get(workload) is not None:
             entry["cosine_min"], entry["cosine_on"] = cosine_min(vectors[workload], reference[workload]), workload
             break
+    entry["other_load_cores"] = load.cores()
     del engine
     gc.collect()
     return entry
 
 
-def run_model(name: str, args: argparse.Namespace, settings, results: dict, save) -> None:
+def run_model(name: str, args: argparse.Namespace, settings: Settings, results: dict,
+              save: Callable[[], None]) -> None:
     """Prepare one model, then measure every engine on it; results[models][name] fills as it goes."""
     from engines import engine_specs
     from models import prepare
@@ -211,8 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "engine_filter": args.engines, "machine": machine_info(), "versions": versions(),
         "edgembed_git": git_state(), "models": {}}
     json_path = args.out / "results.json"
+    run_load = OtherLoad()
 
     def save() -> None:
+        results["machine"]["other_load_cores"] = run_load.cores()
         json_path.write_text(json.dumps(results, indent=1) + "\n")
 
     for name in args.models:

@@ -15,7 +15,8 @@ DOC_MODULES = (
     "random", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile",
     "textwrap", "threading", "typing", "unittest", "urllib.request", "uuid", "xml.etree.ElementTree", "zipfile",
 )
-QUERY_TOKENS = (8, 12)  # content tokens of the single query, special tokens excluded
+# Token counts include the special tokens ([CLS] ... [SEP]): what the model really runs on.
+QUERY_TOKENS = (8, 12)
 PASSAGE_TOKENS = 128
 CORPUS_TOKENS = (10, 400)
 SEED = 20240601
@@ -76,10 +77,11 @@ def build_texts(tokenizer_file: Path, corpus_size: int, passages: int = 32) -> T
     costs = dict(zip(unique, (len(e.ids) for e in tokenizer.encode_batch([" " + w for w in unique],
                                                                           add_special_tokens=False))))
     rng = random.Random(SEED)
+    specials = len(tokenizer.encode("", add_special_tokens=True).ids)
 
     def cut(target: int) -> str:
         start = rng.randrange(len(words))
-        taken, total = [], 0
+        taken, total = [], specials
         while total < target:
             word = words[(start + len(taken)) % len(words)]
             taken.append(word)
@@ -92,8 +94,8 @@ def build_texts(tokenizer_file: Path, corpus_size: int, passages: int = 32) -> T
 
     def counts(texts: list[str]) -> dict[str, float]:
         lengths = [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=True)]
-        return {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths),
-                "total": sum(lengths)}
+        return {"texts": len(lengths), "min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1),
+                "max": max(lengths), "total": sum(lengths)}
 
     return TextSet(query=query, passages=batch, corpus=corpus, token_counts={
         "query": len(tokenizer.encode(query, add_special_tokens=True).ids),
@@ -101,11 +103,12 @@ def build_texts(tokenizer_file: Path, corpus_size: int, passages: int = 32) -> T
 
 
 def _pick_query(paragraphs: list[str], tokenizer) -> str:  # tokenizer: tokenizers.Tokenizer
-    """The first prose sentence whose token count is in QUERY_TOKENS."""
+    """The first whole prose sentence whose token count is in QUERY_TOKENS."""
     low, high = QUERY_TOKENS
     for paragraph in paragraphs:
-        for sentence in paragraph.replace("? ", ". ").split(". "):
-            sentence = sentence.strip().rstrip(".")
-            if sentence[:1].isupper() and low <= len(tokenizer.encode(sentence, add_special_tokens=False).ids) <= high:
+        for sentence in (paragraph + " ").split(". "):
+            sentence = sentence.strip()
+            if (sentence[:1].isupper() and sentence[-1:].isalpha()
+                    and low <= len(tokenizer.encode(sentence, add_special_tokens=True).ids) <= high):
                 return sentence
     return "How do I read a file line by line"

@@ -14,7 +14,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("model", metavar="MODEL", help="hub id (e.g. nomic-ai/modernbert-embed-base) or local directory")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="directory to create")
     parser.add_argument("--quantize", nargs="+", default=["fp32"], metavar="DTYPE",
-                        help="variants to write: fp32 fp16 q8 (default: fp32)")
+                        help="variants to write: fp32 fp16 q8 q8-static q4 (default: fp32)")
     parser.add_argument("--format", nargs="+", default=["onnx", "openvino"], dest="formats", metavar="FORMAT",
                         help="onnx, openvino (default: both)")
     parser.add_argument("--revision", help="hub branch, tag or commit (hub ids only)")
@@ -29,6 +29,13 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("--allow-pickle-weights", action="store_true",
                         help="load *.bin pickle weights when there are no safetensors (runs code from the file)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--calibration-data", type=Path, metavar="FILE",
+                        help="texts for calibrated variants (q8-static): one per line, or JSONL (see --calibration-field);"
+                             " default: a built-in set of real English text")
+    parser.add_argument("--calibration-field", default="text", metavar="NAME",
+                        help="the JSONL field holding the text (default: text)")
+    parser.add_argument("--q4-block-size", type=int, default=32, metavar="N",
+                        help="weights per quantization block in the ONNX q4 variant (default: 32)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
     parser.set_defaults(handler=run)
 
@@ -45,6 +52,7 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import ExportRequest, run_export
+    from .text_files import read_texts
 
     thresholds = {}
     for name, value in _pairs(args.min_cosine, "--min-cosine").items():
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         formats=list(dict.fromkeys(args.formats)), revision=args.revision, prompts=_pairs(args.prompt, "--prompt"),
         matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
+        calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
+        q4_block_size=args.q4_block_size,
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
     for variant in manifest.variants:

@@ -8,8 +8,10 @@ from pathlib import Path
 from edgembed.runtime.errors import ExportDependencyError, ExportError
 
 # transformers.js file names under onnx/.
-ONNX_FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "q8": "onnx/model_quantized.onnx"}
+ONNX_FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "q8": "onnx/model_quantized.onnx",
+              "q4": "onnx/model_q4.onnx"}
 Q8_DESCRIPTION = "onnxruntime dynamic quantization: int8 weights, symmetric per output channel; MatMul only"
+DEFAULT_Q4_BLOCK_SIZE = 32
 
 
 def _import_onnx():
@@ -57,6 +59,24 @@ def quantize_q8(fp32: Path, destination: Path) -> list[Path]:
         per_channel=True,
         op_types_to_quantize=["MatMul"],
     )
+    return [destination]
+
+
+def q4_description(block_size: int) -> str:
+    return f"MatMulNBits: 4-bit symmetric weights in blocks of {block_size}, float activations; MatMul only"
+
+
+def quantize_q4(fp32: Path, destination: Path, block_size: int = DEFAULT_Q4_BLOCK_SIZE) -> list[Path]:
+    """4-bit weights in blocks (ONNX Runtime's MatMulNBits), dequantized inside the kernel."""
+    onnx = _import_onnx()
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as exc:  # it also needs onnx-ir
+        raise ExportDependencyError(exc.name or "onnxruntime") from None
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=4, block_size=block_size, is_symmetric=True,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(destination), use_external_data_format=False)
     return [destination]
 
 

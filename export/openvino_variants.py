@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from edgembed.runtime.errors import ExportDependencyError
 
 # sentence-transformers keeps OpenVINO files under openvino/.
@@ -11,8 +13,14 @@ OPENVINO_FILES = {
     "fp32": "openvino/openvino_model.xml",
     "fp16": "openvino/openvino_model_fp16.xml",
     "q8": "openvino/openvino_model_int8.xml",
+    "q8-static": "openvino/openvino_model_qint8_quantized.xml",  # sentence-transformers' name for it
+    "q4": "openvino/openvino_model_int4.xml",
 }
-Q8_DESCRIPTION = "nncf.compress_weights INT8_SYM: int8 weights per output channel, float activations"
+DESCRIPTIONS = {
+    "q8": "nncf.compress_weights INT8_SYM: int8 weights per output channel, float activations",
+    "q8-static": "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated",
+    "q4": "nncf.compress_weights INT4_SYM, group 32 (embeddings and last layer int8): int4 weights",
+}
 # Run every variant in f32 arithmetic: without the hint, CPUs with AMX or avx512_bf16 run bf16.
 PRECISION_HINT = "f32"
 # Constants smaller than this stay float32 in the fp16 IR: among them the rotary inverse frequencies,
@@ -28,17 +36,35 @@ def _import_openvino():
     return ov
 
 
-def convert(onnx_fp32: Path, dtype: str, destination: Path) -> list[Path]:
-    """Write the IR (.xml + .bin) of `dtype` converted from the fp32 ONNX file; returns both paths."""
+def _import_nncf():
+    try:
+        import nncf
+    except ImportError:
+        raise ExportDependencyError("nncf") from None
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer tables drown the export's progress
+    return nncf
+
+
+def convert(onnx_fp32: Path, dtype: str, destination: Path,
+            calibration: list[dict[str, np.ndarray]] | None = None) -> list[Path]:
+    """Write the IR (.xml + .bin) of `dtype` converted from the fp32 ONNX file; returns both paths.
+
+    `calibration` (one feed dict per text) is needed for q8-static only.
+    """
     ov = _import_openvino()
     model = ov.convert_model(str(onnx_fp32))
     if dtype == "q8":
-        try:
-            import nncf
-        except ImportError:
-            raise ExportDependencyError("nncf") from None
-        logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer table drowns the export's progress
+        nncf = _import_nncf()
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
+    elif dtype == "q4":
+        nncf = _import_nncf()
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=1.0)
+    elif dtype == "q8-static":
+        nncf = _import_nncf()
+        if not calibration:
+            raise ValueError("q8-static needs calibration feeds")
+        model = nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(calibration))
     if dtype == "fp16":
         _store_weights_as_fp16(ov, model)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +75,6 @@ def convert(onnx_fp32: Path, dtype: str, destination: Path) -> list[Path]:
 
 def _store_weights_as_fp16(ov, model) -> None:
     """Replace every large f32 Constant by an f16 Constant and a Convert back to f32 (decompressed at load)."""
-    import numpy as np
     import openvino.opset13 as opset
 
     for node in model.get_ordered_ops():

@@ -7,8 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgembed.runtime.errors import ExportError, FidelityError, UnknownChoiceError, UnsupportedModelError
+from edgembed.runtime.corpus import calibration_texts
 from edgembed.runtime.manifest import Manifest, Variant
+from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants, openvino_variants
 from .files import copy_side_files, file_entry
@@ -18,10 +22,12 @@ from .source import Source, resolve
 from .validate import measure_variant
 from .validation_texts import validation_texts
 
-DTYPES = ("fp32", "fp16", "q8")
+DTYPES = ("fp32", "fp16", "q8", "q8-static", "q4")
 FORMATS = ("onnx", "openvino")
+# Which dtypes each format can hold; a requested pair outside this is skipped with a note.
+SUPPORTED = {"onnx": ("fp32", "fp16", "q8", "q4"), "openvino": ("fp32", "fp16", "q8", "q8-static", "q4")}
 # Minimum cosine similarity to the PyTorch reference, over every validation text.
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.97}
+DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.97, "q8-static": 0.97, "q4": 0.9}
 FORMAT_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
@@ -41,12 +47,19 @@ class ExportRequest:
     allow_pickle: bool = False
     overwrite: bool = False
     opset: int | None = None
+    calibration_texts: list[str] | None = None  # None: the built-in set (runtime/corpus.py)
+    q4_block_size: int = onnx_variants.DEFAULT_Q4_BLOCK_SIZE
 
 
 def run_export(request: ExportRequest, progress: Callable[[str], None] = print) -> Manifest:
     """Export, validate and write; the output directory appears only when every variant passed."""
     _check_request(request)
-    steps = 3 + len(request.dtypes) * len(request.formats)
+    pairs = [(f, d) for f in request.formats for d in request.dtypes if d in SUPPORTED[f]]
+    for fmt in request.formats:
+        for dtype in request.dtypes:
+            if dtype not in SUPPORTED[fmt]:
+                progress(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
+    steps = 3 + len(pairs)
     step = iter(range(1, steps + 1))
 
     def say(message: str) -> None:
@@ -70,24 +83,26 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         fp32_files = onnx_variants.export_fp32(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset)
         fp32_path = fp32_files[0]
         inputs = onnx_variants.graph_inputs(fp32_path)
-        for fmt in request.formats:
-            for dtype in request.dtypes:
-                say(f"{fmt} {dtype}: converting and validating")
-                files = _convert(fmt, dtype, fp32_path, out)
-                variant = Variant(
-                    format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
-                    precision_hint=openvino_variants.PRECISION_HINT if fmt == "openvino" else None,
-                    quantization=_quantization(fmt, dtype),
-                )
-                threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
-                variant.fidelity, variant.speed = measure_variant(out, manifest, variant, FORMAT_BACKENDS[fmt],
-                                                                  texts, reference, threshold)
-                progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
-                         f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
-                         f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
-                if not variant.fidelity.passed and not request.allow_low_fidelity:
-                    raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
-                manifest.variants.append(variant)
+        calibration = None
+        if ("openvino", "q8-static") in pairs:
+            calibration = _calibration_feeds(out, manifest, inputs, request.calibration_texts)
+        for fmt, dtype in pairs:
+            say(f"{fmt} {dtype}: converting and validating")
+            files = _convert(fmt, dtype, fp32_path, out, request.q4_block_size, calibration)
+            variant = Variant(
+                format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
+                precision_hint=openvino_variants.PRECISION_HINT if fmt == "openvino" else None,
+                quantization=_quantization(fmt, dtype, request.q4_block_size),
+            )
+            threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
+            variant.fidelity, variant.speed = measure_variant(out, manifest, variant, FORMAT_BACKENDS[fmt],
+                                                              texts, reference, threshold)
+            progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
+                     f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
+                     f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
+            if not variant.fidelity.passed and not request.allow_low_fidelity:
+                raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
+            manifest.variants.append(variant)
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:
                 path.unlink()
@@ -97,21 +112,39 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
     return manifest
 
 
-def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path) -> list[Path]:
+def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path, q4_block_size: int,
+             calibration: list[dict[str, np.ndarray]] | None) -> list[Path]:
     if fmt == "onnx":
         target = out / onnx_variants.ONNX_FILES[dtype]
         if dtype == "fp32":
             return [p for p in [fp32_path, fp32_path.with_name(fp32_path.name + "_data")] if p.is_file()]
         if dtype == "fp16":
             return convert_fp16(fp32_path, target)
+        if dtype == "q4":
+            return onnx_variants.quantize_q4(fp32_path, target, q4_block_size)
         return onnx_variants.quantize_q8(fp32_path, target)
-    return openvino_variants.convert(fp32_path, dtype, out / openvino_variants.OPENVINO_FILES[dtype])
+    return openvino_variants.convert(fp32_path, dtype, out / openvino_variants.OPENVINO_FILES[dtype], calibration)
 
 
-def _quantization(fmt: str, dtype: str) -> str | None:
-    if dtype != "q8":
-        return None
-    return onnx_variants.Q8_DESCRIPTION if fmt == "onnx" else openvino_variants.Q8_DESCRIPTION
+def _quantization(fmt: str, dtype: str, q4_block_size: int) -> str | None:
+    if fmt == "openvino":
+        return openvino_variants.DESCRIPTIONS.get(dtype)
+    return {"q8": onnx_variants.Q8_DESCRIPTION, "q4": onnx_variants.q4_description(q4_block_size)}.get(dtype)
+
+
+def _calibration_feeds(out: Path, manifest: Manifest, inputs: list[str],
+                       texts: list[str] | None) -> list[dict[str, np.ndarray]]:
+    """One feed per calibration text, tokenized exactly as the runtime will tokenize."""
+    if texts is None:
+        texts = calibration_texts()
+    tokenizer = TextTokenizer(out / manifest.tokenizer_file, manifest.max_length, manifest.pad_token_id)
+    feeds = []
+    for text in texts:
+        batch = tokenizer([text])
+        known = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "token_type_ids": np.zeros_like(batch.input_ids)}
+        feeds.append({name: known[name] for name in inputs})
+    return feeds
 
 
 def _check_request(request: ExportRequest) -> None:
@@ -124,6 +157,10 @@ def _check_request(request: ExportRequest) -> None:
     for dtype in request.min_cosine:
         if dtype not in DTYPES:
             raise UnknownChoiceError("--min-cosine variant", dtype, DTYPES)
+    if request.q4_block_size < 16 or request.q4_block_size & (request.q4_block_size - 1):
+        raise ExportError(f"--q4-block-size {request.q4_block_size}: must be a power of two, at least 16")
+    if request.calibration_texts is not None and not request.calibration_texts:
+        raise ExportError("the calibration data holds no text")
     if request.output.exists() and not request.overwrite and any(request.output.iterdir()):
         raise ExportError(f"{request.output} exists and is not empty; choose another -o or pass --overwrite")
 
