@@ -17,6 +17,7 @@ OPENVINO_FP32 = "openvino/openvino_model.xml"
 BACKEND_SHORT = {"onnxruntime": "ort", "openvino": "ov"}
 FORMAT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino"}
 REFERENCE = "pytorch"
+DTYPE_ORDER = ("fp32", "fp16", "q8", "q8-static", "q4")  # any other variant in the manifest comes last
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Engine(Protocol):
 
 def engine_specs(source_dir: str, export_dir: str, manifest: dict, threads: int,
                  patterns: list[str] | None = None) -> list[EngineSpec]:
-    """The reference first, then the peers, then every edgembed variant in the manifest; filtered by name.
+    """The reference first, then the peers, then every edgembed variant x backend in the manifest; filtered by name.
 
     The reference is always kept: every ratio is computed against it.
     """
@@ -52,12 +53,11 @@ def engine_specs(source_dir: str, export_dir: str, manifest: dict, threads: int,
     specs = [EngineSpec(REFERENCE, "pytorch", **common)]
     specs += [EngineSpec(f"st-{b}", "st", backend=b, **common) for b in ("torch", "onnx", "openvino")]
     specs.append(EngineSpec("fastembed", "fastembed", **common))
-    for fmt in ("onnx", "openvino"):
-        for dtype in ("fp32", "fp16", "q8"):
-            if any(v["format"] == fmt and v["dtype"] == dtype for v in manifest["variants"]):
-                backend = FORMAT_BACKEND[fmt]
-                specs.append(EngineSpec(f"edgembed-{BACKEND_SHORT[backend]}-{dtype}", "edgembed",
-                                        backend=backend, variant=dtype, **common))
+    for fmt, backend in FORMAT_BACKEND.items():
+        dtypes = [v["dtype"] for v in manifest["variants"] if v["format"] == fmt]
+        for dtype in sorted(dtypes, key=lambda d: (DTYPE_ORDER.index(d) if d in DTYPE_ORDER else len(DTYPE_ORDER), d)):
+            specs.append(EngineSpec(f"edgembed-{BACKEND_SHORT[backend]}-{dtype}", "edgembed",
+                                    backend=backend, variant=dtype, **common))
     if patterns:
         specs = [s for s in specs if s.name == REFERENCE or any(fnmatch.fnmatch(s.name, p) for p in patterns)]
     return specs

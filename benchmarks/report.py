@@ -104,6 +104,10 @@ def _errors(model: dict) -> list[str]:
 HEADER = ["engine", *COLUMNS, "cos min"]
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def terminal(results: dict) -> str:
     """Fixed-width speed-up and absolute tables, one pair per model."""
     out = []
@@ -140,7 +144,7 @@ def markdown(results: dict) -> str:
              "`cos min` = smallest cosine to the reference's vectors over the corpus (else the batch); "
              "`other load` = cores used by other processes while the engine was measured.", ""]
     if load_note(results):
-        lines += [load_note(results).capitalize() + ".", ""]
+        lines += [_sentence(load_note(results)), ""]
     for model_name, model in results["models"].items():
         lines.append(f"## {model_name}")
         lines.append("")
@@ -148,7 +152,7 @@ def markdown(results: dict) -> str:
             lines += [f"error: {model['error']}", ""]
             continue
         if _tokens(model):
-            lines += [_tokens(model).capitalize() + ".", ""]
+            lines += [_sentence(_tokens(model)), ""]
         for title, absolute in (("Speed-up over PyTorch", False), ("Absolute", True)):
             header = _header(absolute)
             lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
@@ -171,15 +175,17 @@ def chart(results: dict, path: Path) -> Path | None:
     models = {name: m for name, m in results["models"].items() if "error" not in m and m.get("engines")}
     if not models:
         return None
+    everyone = list(dict.fromkeys(name for m in models.values() for name in m["engines"] if name != REFERENCE))
+    colors = {name: plt.get_cmap("tab20")(index % 20) for index, name in enumerate(everyone)}  # same in every panel
     fig, axes = plt.subplots(len(models), 1, figsize=(13, 4.2 * len(models)), squeeze=False)
     for ax, (model_name, model) in zip(axes[:, 0], models.items()):
         ratios = speedups(model)
-        names = [n for n in ratios if n != REFERENCE]
+        names = [n for n in ratios if n != REFERENCE and any(v is not None for v in ratios[n].values())]
         width = 0.8 / max(len(names), 1)
         for index, name in enumerate(names):
             values = [ratios[name][c] or float("nan") for c in COLUMNS]
             positions = [x - 0.4 + width * (index + 0.5) for x in range(len(COLUMNS))]
-            ax.bar(positions, values, width, label=name)
+            ax.bar(positions, values, width, label=name, color=colors[name])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(COLUMNS)), list(COLUMNS))

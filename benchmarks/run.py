@@ -7,6 +7,7 @@ See benchmarks/README.md for what is measured and how to read the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(the pytorch reference always runs)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES, default=list(WORKLOAD_NAMES))
     parser.add_argument("--quick", action="store_true", help="few repeats and a 200-text corpus, for smoke tests")
+    parser.add_argument("--corpus-size", type=int, help="texts in the corpus workload (default: 2000, --quick 200)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--work-dir", type=Path, default=HERE / ".cache",
                         help="where checkpoints and exports are built once and reused")
@@ -176,8 +178,13 @@ def run_engine(spec: EngineSpec, texts: TextSet, settings: Settings, workloads: 
     if spec.name == REFERENCE:
         reference.update(vectors)
     for workload in ("corpus", "batch"):
-        if vectors.get(workload) is not None and reference.get(workload) is not None:
-            entry["cosine_min"], entry["cosine_on"] = cosine_min(vectors[workload], reference[workload]), workload
+        mine, ref = vectors.get(workload), reference.get(workload)
+        if mine is not None and ref is not None:
+            if mine.shape == ref.shape:
+                entry["cosine_min"] = cosine_min(mine, ref)
+            else:
+                entry["shape_mismatch"] = f"{workload}: {mine.shape} vs the reference's {ref.shape}"
+            entry["cosine_on"] = workload
             break
     entry["other_load_cores"] = load.cores()
     del engine
@@ -240,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workloads import FULL, QUICK
 
     settings = QUICK if args.quick else FULL
+    if args.corpus_size:
+        settings = dataclasses.replace(settings, corpus_size=args.corpus_size)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {

@@ -36,6 +36,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                         help="the JSONL field holding the text (default: text)")
     parser.add_argument("--q4-block-size", type=int, default=32, metavar="N",
                         help="weights per quantization block in the ONNX q4 variant (default: 32)")
+    parser.add_argument("--eval-size", type=int, nargs=2, default=[100, 1000], metavar=("QUERIES", "DOCUMENTS"),
+                        help="retrieval check of every variant on the built-in corpus (default: 100 1000; 0 0 skips)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
     parser.set_defaults(handler=run)
 
@@ -52,7 +54,7 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import ExportRequest, run_export
-    from .text_files import read_texts
+    from edgembed.runtime.text_files import read_texts
 
     thresholds = {}
     for name, value in _pairs(args.min_cosine, "--min-cosine").items():
@@ -66,14 +68,15 @@ def run(args: argparse.Namespace) -> int:
         matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
-        q4_block_size=args.q4_block_size,
+        q4_block_size=args.q4_block_size, eval_queries=args.eval_size[0], eval_documents=args.eval_size[1],
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
     for variant in manifest.variants:
         fidelity = variant.fidelity
         size = sum(f.bytes for f in variant.files)
         flag = "" if fidelity is None or fidelity.passed else "  LOW FIDELITY (kept)"
-        print(f"{variant.name:16} {size / 1e6:9.1f} MB  cosine min {fidelity.cosine_min:.6f} "
-              f"mean {fidelity.cosine_mean:.6f}{flag}")
+        overlap = f"  top-10 overlap {variant.evaluation['top10_overlap']:.3f}" if variant.evaluation else ""
+        print(f"{variant.name:20} {size / 1e6:9.1f} MB  cosine min {fidelity.cosine_min:.6f} "
+              f"mean {fidelity.cosine_mean:.6f}{overlap}{flag}")
     print(f"wrote {args.output}/manifest.json")
     return 0

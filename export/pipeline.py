@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgembed.runtime.errors import ExportError, FidelityError, UnknownChoiceError, UnsupportedModelError
-from edgembed.runtime.corpus import calibration_texts
+from edgembed.runtime.corpus import calibration_texts, evaluation_set
 from edgembed.runtime.manifest import Manifest, Variant
 from edgembed.runtime.tokenization import TextTokenizer
 
@@ -19,7 +19,7 @@ from .files import copy_side_files, file_entry
 from .fp16 import convert_fp16
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
-from .validate import measure_variant
+from .validate import evaluate_variant, measure_variant
 from .validation_texts import validation_texts
 
 DTYPES = ("fp32", "fp16", "q8", "q8-static", "q4")
@@ -48,6 +48,8 @@ class ExportRequest:
     overwrite: bool = False
     opset: int | None = None
     calibration_texts: list[str] | None = None  # None: the built-in set (runtime/corpus.py)
+    eval_queries: int = 100  # retrieval check on the built-in evaluation corpus; 0 skips it
+    eval_documents: int = 1000
     q4_block_size: int = onnx_variants.DEFAULT_Q4_BLOCK_SIZE
 
 
@@ -78,6 +80,12 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
         texts = validation_texts()
         reference = reference_embeddings(model, source.transformer_dir, texts, manifest.pooling, manifest.max_length)
+        retrieval = None
+        if request.eval_queries and request.eval_documents:
+            queries, documents = evaluation_set(request.eval_queries, request.eval_documents)
+            vectors = reference_embeddings(model, source.transformer_dir, queries + documents, manifest.pooling,
+                                           manifest.max_length, batch_size=32)
+            retrieval = (queries, documents, vectors[:len(queries)], vectors[len(queries):])
 
         say("exporting the fp32 ONNX graph with optimum")
         fp32_files = onnx_variants.export_fp32(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset)
@@ -102,6 +110,10 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
                      f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
             if not variant.fidelity.passed and not request.allow_low_fidelity:
                 raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
+            if retrieval is not None:
+                variant.evaluation = evaluate_variant(out, manifest, variant, FORMAT_BACKENDS[fmt], *retrieval)
+                progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
+                         f"{variant.evaluation['top10_overlap']:.3f}, cosine min {variant.evaluation['cosine_min']:.4f}")
             manifest.variants.append(variant)
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:

@@ -9,6 +9,7 @@ import time
 
 from edgembed.runtime.cpu import cpu_model
 from edgembed.runtime.embedder import Embedder
+from edgembed.runtime.evaluate import evaluate_embedder
 from edgembed.runtime.manifest import Fidelity, Manifest, Speed, Variant
 
 
@@ -33,3 +34,16 @@ def measure_variant(directory: Path, manifest: Manifest, variant: Variant, backe
     embedder.encode(texts, batch_size=8, prompt="")  # second pass: warm caches, steady-state speed
     rate = len(texts) / (time.perf_counter() - start)
     return fidelity, Speed(texts_per_second=round(rate, 2), threads=None, cpu=cpu_model())
+
+
+def evaluate_variant(directory: Path, manifest: Manifest, variant: Variant, backend: str, queries: list[str],
+                     documents: list[str], reference_queries: np.ndarray,
+                     reference_documents: np.ndarray) -> dict[str, float | int | str]:
+    """The `edgembed eval` figures of one variant, against PyTorch, for the manifest."""
+    trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
+    embedder = Embedder.from_manifest(directory, trial, variant=variant.dtype, backend=backend)
+    figures = evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents,
+                                "pytorch fp32, transformers AutoModel")
+    return {"cosine_mean": figures.cosine_mean, "cosine_min": figures.cosine_min, "cosine_p1": figures.cosine_p1,
+            "top10_overlap": figures.top10_overlap, "queries": len(queries), "documents": len(documents),
+            "reference": figures.reference}

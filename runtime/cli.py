@@ -42,6 +42,45 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser(
+        "eval", help="measure every variant: cosine and top-10 overlap against fp32, speed, size",
+        description="Evaluate every variant of OUT on every installed backend against its fp32 variant and "
+                    "write a Markdown report, JSON and a PNG plot.")
+    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+    parser.add_argument("--texts", type=Path, metavar="FILE", help="documents, one per line or JSONL "
+                        "(default: 3000 sentences of CPython's documentation)")
+    parser.add_argument("--queries", type=Path, metavar="FILE", help="queries, one per line or JSONL (default: 300)")
+    parser.add_argument("--field", default="text", help="the JSONL field holding the text (default: text)")
+    parser.add_argument("--report", type=Path, metavar="DIR", help="where to write the report (default: OUT/eval)")
+    parser.add_argument("--threads", type=int, help="inference threads (default: the backend's choice)")
+    parser.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .corpus import evaluation_set
+    from .evaluate import evaluate_directory, markdown_table, plot
+    from .text_files import read_texts
+
+    default_queries, default_documents = evaluation_set() if not (args.texts and args.queries) else ([], [])
+    documents = read_texts(args.texts, args.field, "--field") if args.texts else default_documents
+    queries = read_texts(args.queries, args.field, "--field") if args.queries else default_queries
+    results = evaluate_directory(args.model_dir, queries, documents, args.threads,
+                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+    table = markdown_table(results)
+    report = args.report or args.model_dir / "eval"
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "report.json").write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    header = (f"# edgembed eval of {args.model_dir}\n\n{len(queries)} queries, {len(documents)} documents; "
+              f"reference: {results[0].reference}.\n\n")
+    (report / "report.md").write_text(header + table + "\n")
+    drew = plot(results, report / "fidelity_vs_speed.png")
+    print(table)
+    print(f"wrote {report / 'report.md'}, {report / 'report.json'}"
+          + (f", {report / 'fidelity_vs_speed.png'}" if drew else " (no plot: pip install matplotlib)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgembed", description="ModernBERT embeddings without PyTorch.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(subparsers)
     _add_embed_parser(subparsers)
+    _add_eval_parser(subparsers)
     return parser
 
 

@@ -103,6 +103,11 @@ class Embedder:
         return [(v.dtype, formats[v.format]) for v in self.manifest.variants if v.format in formats]
 
     @property
+    def size_bytes(self) -> int:
+        """Bytes on disk of the variant's model files."""
+        return sum(entry.bytes for entry in self._variant.files)
+
+    @property
     def prompts(self) -> dict[str, str]:
         return dict(self.manifest.prompts)
 

@@ -59,6 +59,10 @@ class InputTooLongError(EdgembedError, ValueError):
         )
 
 
+class TextFileError(EdgembedError, ValueError):
+    """A file of texts given by the user (calibration, evaluation) cannot be used."""
+
+
 class ExportError(EdgembedError):
     """The exporter could not produce a variant."""
 

@@ -58,6 +58,8 @@ class Variant:
     quantization: str | None = None
     fidelity: Fidelity | None = None
     speed: Speed | None = None
+    # Retrieval figures on the evaluation corpus (cosine mean/min/p1, top10_overlap, sizes, reference).
+    evaluation: dict[str, float | int | str] | None = None
 
     @property
     def name(self) -> str:

@@ -10,10 +10,10 @@ import onnx
 import pytest
 from conftest import cosines
 
-from edgembed.export.text_files import read_texts
+from edgembed.runtime.text_files import read_texts
 from edgembed.runtime import Embedder
 from edgembed.runtime.cli import main
-from edgembed.runtime.errors import ExportError
+from edgembed.runtime.errors import TextFileError
 
 # Measured on the tiny model: q4 cosine min 0.953 (both formats); q8-static 0.978 calibrated on the 30
 # texts below (0.992 on the built-in 300).
@@ -32,7 +32,7 @@ def calibrated_export(tiny_model_dir, calibration_file, tmp_path_factory) -> Pat
     out = tmp_path_factory.mktemp("calibrated") / "out"
     assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q4", "q8-static",
                  "--calibration-data", str(calibration_file), "--calibration-field", "body",
-                 "--q4-block-size", "16"]) == 0
+                 "--q4-block-size", "16", "--eval-size", "0", "0"]) == 0
     return out
 
 
@@ -83,7 +83,7 @@ def test_calibration_data_changes_the_static_model(calibrated_export, tiny_model
     other.write_text("\n".join(["completely different calibration text number %d" % i for i in range(30)]))
     out = tmp_path / "out"
     assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8-static", "--format", "openvino",
-                 "--calibration-data", str(other), "--allow-low-fidelity"]) == 0
+                 "--calibration-data", str(other), "--allow-low-fidelity", "--eval-size", "0", "0"]) == 0
     first = (calibrated_export / "openvino/openvino_model_qint8_quantized.bin").read_bytes()
     second = (out / "openvino/openvino_model_qint8_quantized.bin").read_bytes()
     assert first != second
@@ -105,17 +105,17 @@ def test_read_texts_plain_and_jsonl(tmp_path):
 def test_read_texts_errors(tmp_path):
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text('{"text": "x"}\n{"body": "y"}\n')
-    with pytest.raises(ExportError, match=r"c.jsonl, line 2: no string field 'text' \(fields: \['body'\]\)"):
+    with pytest.raises(TextFileError, match=r"c.jsonl, line 2: no string field 'text' \(fields: \['body'\]\); name the field with --calibration-field"):
         read_texts(jsonl)
     broken = tmp_path / "d.jsonl"
     broken.write_text("{oops\n")
-    with pytest.raises(ExportError, match="d.jsonl, line 1: not JSON"):
+    with pytest.raises(TextFileError, match="d.jsonl, line 1: not JSON"):
         read_texts(broken)
     empty = tmp_path / "e.txt"
     empty.write_text("\n\n")
-    with pytest.raises(ExportError, match="holds no text"):
+    with pytest.raises(TextFileError, match="holds no text"):
         read_texts(empty)
-    with pytest.raises(ExportError, match="cannot be read"):
+    with pytest.raises(TextFileError, match="cannot be read"):
         read_texts(tmp_path / "missing.txt")
 
 

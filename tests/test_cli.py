@@ -47,7 +47,7 @@ def test_export_bad_quantize_is_a_clean_error(tiny_model_dir, tmp_path):
     result = subprocess.run([*CLI, "export", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--quantize", "q3"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert "unknown --quantize value 'q3'; available: 'fp16', 'fp32', 'q8'" in result.stderr
+    assert "unknown --quantize value 'q3'; available: 'fp16', 'fp32', 'q4', 'q8', 'q8-static'" in result.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -20,7 +20,7 @@ def _quiet(_: str) -> None:
 def test_low_fidelity_fails_and_writes_nothing(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     request = ExportRequest(model=str(tiny_model_dir), output=out, dtypes=["q8"], formats=["onnx"],
-                            min_cosine={"q8": 1.01})
+                            min_cosine={"q8": 1.01}, eval_queries=0)
     with pytest.raises(FidelityError, match=r"variant onnx/q8: cosine min 0\.9\d+ is below the threshold 1\.01"):
         run_export(request, progress=_quiet)
     assert not out.exists()
@@ -30,7 +30,7 @@ def test_low_fidelity_fails_and_writes_nothing(tiny_model_dir, tmp_path):
 def test_allow_low_fidelity_keeps_and_marks(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     request = ExportRequest(model=str(tiny_model_dir), output=out, dtypes=["q8"], formats=["onnx"],
-                            min_cosine={"q8": 1.01}, allow_low_fidelity=True)
+                            min_cosine={"q8": 1.01}, allow_low_fidelity=True, eval_queries=0)
     run_export(request, progress=_quiet)
     variant = json.loads((out / "manifest.json").read_text())["variants"][0]
     assert variant["fidelity"]["passed"] is False and variant["fidelity"]["threshold"] == 1.01
@@ -44,7 +44,7 @@ def test_prompts_and_overwrite(tiny_model_dir, tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("old")
     request = ExportRequest(model=str(tiny_model_dir), output=out, formats=["openvino"],
-                            prompts={"query": "Q: ", "passage": "P: "}, overwrite=True)
+                            prompts={"query": "Q: ", "passage": "P: "}, overwrite=True, eval_queries=0)
     run_export(request, progress=_quiet)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["prompts"] == {"query": "Q: ", "document": "search_document: ", "passage": "P: "}
@@ -56,7 +56,7 @@ def test_plain_checkpoint_without_sentence_transformers_files(tmp_path):
 
     model_dir = build_tiny_modernbert(tmp_path / "plain", seed=1, sentence_transformers_files=False)
     out = tmp_path / "out"
-    run_export(ExportRequest(model=str(model_dir), output=out, formats=["onnx"]), progress=_quiet)
+    run_export(ExportRequest(model=str(model_dir), output=out, formats=["onnx"], eval_queries=0), progress=_quiet)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pooling"] == "mean" and manifest["normalize"] is True and manifest["prompts"] == {}
     assert manifest["max_length"] == 512  # the model's own limit without sentence_bert_config.json

@@ -24,7 +24,7 @@ def long_model(tmp_path_factory: pytest.TempPathFactory):
     model_dir = build_tiny_modernbert(tmp_path_factory.mktemp("long") / "model", seed=2, max_positions=4096,
                                       sentence_transformers_files=False)
     out = model_dir.parent / "out"
-    assert main(["export", str(model_dir), "-o", str(out), "--quantize", *DTYPES]) == 0
+    assert main(["export", str(model_dir), "-o", str(out), "--quantize", *DTYPES, "--eval-size", "0", "0"]) == 0
     return model_dir, out
 
 

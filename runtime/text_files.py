@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgembed.runtime.errors import ExportError
+from .errors import TextFileError
 
 
-def read_texts(path: Path, field: str = "text") -> list[str]:
+def read_texts(path: Path, field: str = "text", field_option: str = "--calibration-field") -> list[str]:
     """Texts from a .jsonl file (field `field` of each object) or any other file (one text per line)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+        raise TextFileError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         texts = [line for line in lines if line.strip()]
     else:
@@ -23,13 +23,13 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ExportError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+                raise TextFileError(f"{path}, line {number}: not JSON ({exc.msg})") from None
             value = record.get(field) if isinstance(record, dict) else None
             if not isinstance(value, str):
-                raise ExportError(f"{path}, line {number}: no string field {field!r} "
+                raise TextFileError(f"{path}, line {number}: no string field {field!r} "
                                   f"(fields: {sorted(record) if isinstance(record, dict) else type(record).__name__});"
-                                  " choose the field with --calibration-field")
+                                  f" name the field with {field_option}")
             texts.append(value)
     if not texts:
-        raise ExportError(f"{path}: holds no text")
+        raise TextFileError(f"{path}: holds no text")
     return texts

@@ -1,0 +1,129 @@
+"""Measure what each variant costs: cosine to a reference, top-10 retrieval overlap, speed and size."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends import installed_backends
+from .embedder import Embedder
+from .manifest import BACKEND_FORMATS, Manifest
+
+TOP_K = 10
+
+
+@dataclass
+class Evaluation:
+    """Figures of one variant on one backend against the reference embeddings."""
+
+    variant: str
+    backend: str
+    cosine_mean: float
+    cosine_min: float
+    cosine_p1: float
+    top10_overlap: float
+    texts_per_second: float
+    bytes: int
+    reference: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(axis=1)
+
+
+def top_k_overlap(queries: np.ndarray, documents: np.ndarray, reference_queries: np.ndarray,
+                  reference_documents: np.ndarray, k: int = TOP_K) -> float:
+    """Mean share of each query's k nearest documents (cosine) that the reference also ranks in its k nearest."""
+    k = min(k, len(documents))
+    mine = np.argsort(-(queries @ documents.T), axis=1)[:, :k]
+    theirs = np.argsort(-(reference_queries @ reference_documents.T), axis=1)[:, :k]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(mine, theirs)]))
+
+
+def evaluate_embedder(embedder: Embedder, queries: list[str], documents: list[str],
+                      reference_queries: np.ndarray, reference_documents: np.ndarray, reference: str,
+                      batch_size: int = 32) -> Evaluation:
+    """Embed queries and documents (no prompts, normalized) and compare with the reference embeddings."""
+    embedder.encode(documents[:batch_size], batch_size=batch_size, prompt="")  # warm-up
+    start = time.perf_counter()
+    document_vectors = embedder.encode(documents, batch_size=batch_size, prompt="", normalize=True)
+    rate = len(documents) / (time.perf_counter() - start)
+    query_vectors = embedder.encode(queries, batch_size=batch_size, prompt="", normalize=True)
+    sims = cosine_per_row(np.concatenate([query_vectors, document_vectors]),
+                          np.concatenate([reference_queries, reference_documents]))
+    overlap = top_k_overlap(query_vectors, document_vectors, reference_queries, reference_documents)
+    size = embedder.size_bytes
+    return Evaluation(variant=embedder.variant, backend=embedder.backend, cosine_mean=round(float(sims.mean()), 6),
+                      cosine_min=round(float(sims.min()), 6), cosine_p1=round(float(np.percentile(sims, 1)), 6),
+                      top10_overlap=round(overlap, 4), texts_per_second=round(rate, 1), bytes=size,
+                      reference=reference)
+
+
+def evaluate_directory(directory: Path, queries: list[str], documents: list[str], threads: int | None = None,
+                       progress=print) -> list[Evaluation]:
+    """Every variant × installed backend of an exported directory, against its fp32 variant."""
+    manifest = Manifest.read(directory)
+    installed = installed_backends()
+    pairs = [(v.dtype, name) for v in manifest.variants for name, fmt in BACKEND_FORMATS.items()
+             if fmt == v.format and name in installed]
+    reference_pair = next((p for p in pairs if p[0] == "fp32"), None)
+    if reference_pair is None:
+        raise ValueError(f"{directory} has no fp32 variant on an installed backend to compare with; "
+                         "export it with --quantize fp32 ...")
+    reference_model = Embedder.load(directory, variant=reference_pair[0], backend=reference_pair[1], threads=threads)
+    reference_queries = reference_model.encode(queries, prompt="", normalize=True)
+    reference_documents = reference_model.encode(documents, prompt="", normalize=True)
+    label = f"fp32/{reference_pair[1]}"
+    results = []
+    for dtype, backend in pairs:
+        progress(f"evaluating {dtype} on {backend}")
+        embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads)
+        results.append(evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents,
+                                         label))
+    return results
+
+
+def markdown_table(results: list[Evaluation]) -> str:
+    """The figures as a Markdown table, speed as a ratio to fp32 on the same backend."""
+    fp32 = {r.backend: r.texts_per_second for r in results if r.variant == "fp32"}
+    lines = ["| variant | backend | cos mean | cos min | cos p1 | top-10 overlap | texts/s | vs fp32 | MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = r.texts_per_second / fp32[r.backend] if r.backend in fp32 else float("nan")
+        lines.append(f"| {r.variant} | {r.backend} | {r.cosine_mean:.4f} | {r.cosine_min:.4f} | {r.cosine_p1:.4f} "
+                     f"| {r.top10_overlap:.3f} | {r.texts_per_second:.1f} | {ratio:.2f}x | {r.bytes / 1e6:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[Evaluation], path: Path) -> bool:
+    """Fidelity (top-10 overlap) against speed as a PNG; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for backend, marker in (("onnxruntime", "o"), ("openvino", "s")):
+        rows = [r for r in results if r.backend == backend]
+        axes.scatter([r.texts_per_second for r in rows], [r.top10_overlap for r in rows], marker=marker,
+                     label=backend, s=60)
+        for r in rows:
+            axes.annotate(r.variant, (r.texts_per_second, r.top10_overlap), textcoords="offset points", xytext=(5, 4))
+    axes.set_xlabel("texts per second (documents, batch 32)")
+    axes.set_ylabel(f"top-{TOP_K} overlap with the reference")
+    axes.set_title("edgembed variants: fidelity against speed")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True

@@ -1,0 +1,52 @@
+"""`edgembed eval` and the retrieval figures the exporter stores per variant."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ALL_VARIANTS
+
+from edgembed.runtime.cli import main
+from edgembed.runtime.evaluate import top_k_overlap
+
+
+def test_top_k_overlap():
+    rng = np.random.default_rng(0)
+    documents = rng.normal(size=(50, 8)).astype(np.float32)
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    assert top_k_overlap(queries, documents, queries, documents) == 1.0
+    assert top_k_overlap(queries, documents, -queries, documents, k=10) == 0.0  # opposite rankings
+    assert top_k_overlap(queries, documents[:3], queries, documents[:3]) == 1.0  # fewer documents than k
+
+
+def test_eval_writes_table_json_and_plot(tiny_export, parity_texts, tmp_path, capsys):
+    documents = tmp_path / "documents.txt"  # plain text: one document per line
+    documents.write_text("\n".join(parity_texts[:40]))
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps({"text": t[:40]}) for t in parity_texts[:8]))
+    report = tmp_path / "report"
+    assert main(["eval", str(tiny_export), "--texts", str(documents), "--queries", str(queries),
+                 "--field", "q", "--report", str(report)]) == 1
+    assert "no string field 'q'" in capsys.readouterr().err and not report.exists()
+    assert main(["eval", str(tiny_export), "--texts", str(documents), "--queries", str(queries),
+                 "--report", str(report)]) == 0
+    rows = json.loads((report / "report.json").read_text())
+    assert sorted((r["variant"], r["backend"]) for r in rows) == sorted(ALL_VARIANTS)
+    for row in rows:
+        assert 0.99 <= row["cosine_mean"] <= 1.0 + 1e-6 and row["texts_per_second"] > 0 and row["bytes"] > 0
+        if row["variant"] == "fp32":
+            assert row["top10_overlap"] == pytest.approx(1.0) and row["cosine_min"] >= 0.9999
+    markdown = (report / "report.md").read_text()
+    assert "| q8 | openvino |" in markdown and "top-10 overlap" in markdown
+    assert (report / "fidelity_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_stores_retrieval_figures(tiny_export):
+    for variant in json.loads((tiny_export / "manifest.json").read_text())["variants"]:
+        figures = variant["evaluation"]
+        assert figures["queries"] == 100 and figures["documents"] == 1000
+        assert figures["reference"].startswith("pytorch")
+        assert 0.8 <= figures["top10_overlap"] <= 1.0 and figures["cosine_p1"] >= figures["cosine_min"]
+        if variant["dtype"] == "fp32":
+            assert figures["top10_overlap"] == pytest.approx(1.0)
