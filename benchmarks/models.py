@@ -13,7 +13,8 @@ from pathlib import Path
 
 MAX_SEQ_LENGTH = 512  # what the ModernBERT sentence-transformers files declare
 TOKENIZER_VOCAB = 16384  # trained on the spot; the model's vocabulary (50368) is larger, as allowed
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# The tokenizer and sentence-transformers files come from the tests' tiny-model builder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 QUANTIZE = ("fp32", "fp16", "q8")
 
 
@@ -99,40 +100,17 @@ def build_modernbert(directory: Path, shape: ModernBertShape, seed: int = 0) -> 
 
 
 def build_tokenizer(directory: Path) -> dict[str, int]:
-    """Train a byte-level BPE (ModernBERT's kind) on the benchmark prose; returns the special token ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
+    """The tests' byte-level BPE (ModernBERT's kind), trained on the benchmark prose; returns the special ids."""
     from texts import prose_paragraphs
+    from tiny_model import SPECIAL_TOKENS
+    from tiny_model import build_tokenizer as train
 
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(prose_paragraphs(), trainer)
-    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=MAX_SEQ_LENGTH, model_input_names=["input_ids", "attention_mask"],
-    ).save_pretrained(str(directory))
-    return ids
+    train(directory, TOKENIZER_VOCAB, prose_paragraphs(), MAX_SEQ_LENGTH)
+    return {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 
 
 def write_sentence_transformers_files(directory: Path, hidden_size: int) -> None:
-    """Transformer -> mean Pooling -> Normalize, max_seq_length 512, no prompts."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ]
-    (directory / "1_Pooling").mkdir(exist_ok=True)
-    (directory / "1_Pooling" / "config.json").write_text(
-        json.dumps({"embedding_dimension": hidden_size, "pooling_mode": "mean", "include_prompt": True}))
-    (directory / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}))
-    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MAX_SEQ_LENGTH}))
-    (directory / "modules.json").write_text(json.dumps(modules))
+    """Transformer -> mean Pooling -> Normalize, max_seq_length 512, no prompts (the tests' writer)."""
+    from tiny_model import write_sentence_transformers_files as write
+
+    write(directory, hidden_size, MAX_SEQ_LENGTH, prompts={})

@@ -31,8 +31,12 @@ def real_sentences(count: int, min_words: int = 4) -> list[str]:
     return list(seen)[:count]
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 1200) -> int:
-    """Train a byte-level BPE tokenizer (ModernBERT's kind) and save it with transformers; returns its vocab size."""
+def build_tokenizer(directory: Path, vocab_size: int = 1200, corpus: list[str] | None = None,
+                    max_length: int = 512) -> int:
+    """Train a byte-level BPE tokenizer (ModernBERT's kind) and save it with transformers; returns its vocab size.
+
+    Special tokens get the ids [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4. The benchmarks use it too.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -41,14 +45,14 @@ def build_tokenizer(directory: Path, vocab_size: int = 1200) -> int:
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(training_corpus(), trainer)
+    tokenizer.train_from_iterator(corpus if corpus is not None else training_corpus(), trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                      model_max_length=512,
+                                      model_max_length=max_length,
                                       model_input_names=["input_ids", "attention_mask"])
     wrapped.save_pretrained(str(directory))
     return tokenizer.get_vocab_size()
@@ -80,17 +84,19 @@ def build_tiny_modernbert(directory: Path, seed: int = 0, sentence_transformers_
     return directory
 
 
-def write_sentence_transformers_files(directory: Path, hidden_size: int, max_seq_length: int = MAX_SEQ_LENGTH) -> None:
+def write_sentence_transformers_files(directory: Path, hidden_size: int, max_seq_length: int = MAX_SEQ_LENGTH,
+                                      prompts: dict[str, str] | None = None) -> None:
     """modules.json (Transformer, mean Pooling in the new format, Normalize), prompts and max_seq_length."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
     ]
-    (directory / "modules.json").write_text(json.dumps(modules))
     (directory / "1_Pooling").mkdir(exist_ok=True)
     (directory / "1_Pooling" / "config.json").write_text(
         json.dumps({"embedding_dimension": hidden_size, "pooling_mode": "mean", "include_prompt": True}))
     (directory / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}))
+        json.dumps({"prompts": PROMPTS if prompts is None else prompts, "default_prompt_name": None,
+                    "similarity_fn_name": "cosine"}))
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    (directory / "modules.json").write_text(json.dumps(modules))  # last: marks a complete checkpoint
