@@ -12,6 +12,7 @@ import numpy as np
 from edgembed.runtime.errors import ExportError, FidelityError, UnknownChoiceError, UnsupportedModelError
 from edgembed.runtime.corpus import calibration_texts, evaluation_set
 from edgembed.runtime.manifest import Manifest, Variant
+from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants, openvino_variants
@@ -19,7 +20,7 @@ from .files import copy_side_files, file_entry
 from .fp16 import convert_fp16
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
-from .validate import evaluate_variant, measure_variant
+from .validate import evaluate_variant, load_variant, measure_variant
 from .validation_texts import validation_texts
 
 DTYPES = ("fp32", "fp16", "q8", "q8-static", "q4")
@@ -79,13 +80,16 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         manifest = _base_manifest(source, config, request, out)
         _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
         texts = validation_texts()
-        reference = reference_embeddings(model, source.transformer_dir, texts, manifest.pooling, manifest.max_length)
-        retrieval = None
+        queries, documents = ([], [])
         if request.eval_queries and request.eval_documents:
             queries, documents = evaluation_set(request.eval_queries, request.eval_documents)
-            vectors = reference_embeddings(model, source.transformer_dir, queries + documents, manifest.pooling,
-                                           manifest.max_length, batch_size=32)
-            retrieval = (queries, documents, vectors[:len(queries)], vectors[len(queries):])
+        vectors = reference_embeddings(model, source.transformer_dir, texts + queries + documents,
+                                       manifest.pooling, manifest.max_length)
+        reference = vectors[:len(texts)]
+        retrieval = None
+        if queries:
+            split = len(texts) + len(queries)
+            retrieval = (queries, documents, vectors[len(texts):split], vectors[split:])
 
         say("exporting the fp32 ONNX graph with optimum")
         fp32_files = onnx_variants.export_fp32(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset)
@@ -103,15 +107,15 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
                 quantization=_quantization(fmt, dtype, request.q4_block_size),
             )
             threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
-            variant.fidelity, variant.speed = measure_variant(out, manifest, variant, FORMAT_BACKENDS[fmt],
-                                                              texts, reference, threshold)
+            embedder = load_variant(out, manifest, variant, FORMAT_BACKENDS[fmt])
+            variant.fidelity, variant.speed = measure_variant(embedder, texts, reference, threshold)
             progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
                      f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
                      f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
             if not variant.fidelity.passed and not request.allow_low_fidelity:
                 raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
             if retrieval is not None:
-                variant.evaluation = evaluate_variant(out, manifest, variant, FORMAT_BACKENDS[fmt], *retrieval)
+                variant.evaluation = evaluate_variant(embedder, *retrieval)
                 progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
                          f"{variant.evaluation['top10_overlap']:.3f}, cosine min {variant.evaluation['cosine_min']:.4f}")
             manifest.variants.append(variant)
@@ -150,13 +154,8 @@ def _calibration_feeds(out: Path, manifest: Manifest, inputs: list[str],
     if texts is None:
         texts = calibration_texts()
     tokenizer = TextTokenizer(out / manifest.tokenizer_file, manifest.max_length, manifest.pad_token_id)
-    feeds = []
-    for text in texts:
-        batch = tokenizer([text])
-        known = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                 "token_type_ids": np.zeros_like(batch.input_ids)}
-        feeds.append({name: known[name] for name in inputs})
-    return feeds
+    declared = {name: np.dtype(np.int64) for name in inputs}
+    return [build_feeds(declared, tokenizer([text])) for text in texts]
 
 
 def _check_request(request: ExportRequest) -> None:

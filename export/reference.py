@@ -16,7 +16,7 @@ def load_reference_model(directory: Path, allow_pickle: bool = False):  # -> tra
 
 
 def reference_embeddings(model, directory: Path, texts: list[str], pooling: str, max_length: int,
-                         batch_size: int = 8) -> np.ndarray:
+                         batch_size: int = 16) -> np.ndarray:
     """Normalized float32 embeddings of `texts`, computed with torch and the transformers tokenizer."""
     torch, transformers = _import_torch()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))

@@ -31,7 +31,7 @@ def _stdlib_docstrings() -> list[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     texts = []
     for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
-        if "test" in path.parts[-2:][0] or path.name.startswith("test"):
+        if "test" in path.parent.name or path.name.startswith("test"):
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -63,16 +63,19 @@ def _share(text: str) -> int:
     return zlib.crc32(text.encode("utf-8")) % 10
 
 
+def _calibration_share() -> list[str]:
+    return [p for p in documentation_paragraphs() if _share(p) == 0]
+
+
 def calibration_texts(count: int = 300) -> list[str]:
     """`count` paragraphs of varied length (checksum share 0: never in the evaluation set)."""
-    chosen = [p for p in documentation_paragraphs() if _share(p) == 0]
-    return chosen[:count]
+    return _calibration_share()[:count]
 
 
 def evaluation_set(queries: int = 300, documents: int = 3000) -> tuple[list[str], list[str]]:
     """Queries (single sentences) and documents (sentences and short paragraphs), disjoint from calibration."""
     sentences: dict[str, None] = {}
-    calibration = set(calibration_texts(10**9))
+    calibration = set(_calibration_share())
     for paragraph in documentation_paragraphs():
         if _share(paragraph) == 0:
             continue

@@ -6,10 +6,20 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Encoding
 
 from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from .auto import AUTO_MIN_COSINE, choose
-from .backends import BACKEND_MODULES, Backend, BackendOptions, cuda_available, installed_backends, load_backend
+from .backends import (
+    BACKEND_EXTRAS,
+    BACKEND_MODULES,
+    Backend,
+    BackendOptions,
+    build_feeds,
+    cuda_available,
+    installed_backends,
+    load_backend,
+)
 from .errors import (
     BackendUnavailableError,
     ModelFileError,
@@ -19,7 +29,7 @@ from .manifest import BACKEND_FORMATS, Manifest, Variant
 from .pooling import normalize as l2_normalize
 from .pooling import pool, truncate_dim
 from .similarity import similarity_matrix
-from .tokenization import TextTokenizer
+from .tokenization import Batch, TextTokenizer
 
 # Picked when load() is given no variant: fastest first on a CPU.
 VARIANT_PREFERENCE = ("q8", "fp32", "fp16")
@@ -135,21 +145,20 @@ class Embedder:
         for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        out_dim = self._check_dim(dim)
+        self._check_dim(dim)
         prefix = self._prefix(prompt_name, prompt)
         if prefix:
             items = [prefix + text for text in items]
         vectors = np.zeros((len(items), self.dimension), dtype=np.float32)
-        encodings = self._tokenizer.encode(items, truncate=truncate) if items else []
+        encodings = self._tokenize(items, truncate) if items else []
         lengths = [len(encoding.ids) for encoding in encodings]
         for rows in plan_batches(lengths, batch_size, max_batch_tokens):
             batch = self._tokenizer.pad([encodings[row] for row in rows])
-            hidden = self._backend.run(self._feeds(batch.input_ids, batch.attention_mask))
+            hidden = self._backend.run(self._feeds(batch))
             vectors[rows] = pool(hidden, batch.attention_mask, self.manifest.pooling)
         vectors = truncate_dim(vectors, dim)
         if self.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
-        vectors = vectors.astype(np.float32, copy=False).reshape(-1, out_dim)
         return vectors[0] if single else vectors
 
     def encode_query(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
@@ -170,20 +179,18 @@ class Embedder:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
         return similarity_matrix(a, b, self.manifest.similarity_fn_name)
 
-    def _feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Feed exactly the inputs the graph declares, in the types it declares."""
-        known = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": np.zeros_like(input_ids),
-        }
-        feeds = {}
-        for name, dtype in self._backend.inputs.items():
-            if name not in known:
-                raise ModelFileError(self.directory / self._variant.model_file,
-                                     f"graph declares input {name!r}, which edgembed cannot fill (it fills {sorted(known)})")
-            feeds[name] = known[name].astype(dtype, copy=False)
-        return feeds
+    def _tokenize(self, items: list[str], truncate: bool) -> list[Encoding]:
+        try:
+            return self._tokenizer.encode(items, truncate=truncate)
+        except (TypeError, ValueError) as exc:
+            _check_unicode(items)  # tokenizers reports a lone surrogate as a misleading TypeError
+            raise exc
+
+    def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+        try:
+            return build_feeds(self._backend.inputs, batch)
+        except ValueError as exc:
+            raise ModelFileError(self.directory / self._variant.model_file, str(exc)) from None
 
     def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is not None:
@@ -210,6 +217,10 @@ def _check_texts(items: list[object]) -> None:
     for index, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+
+
+def _check_unicode(items: list[str]) -> None:
+    for index, text in enumerate(items):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -228,8 +239,7 @@ def _choose_backend(manifest: Manifest, requested: str | None) -> str:
             return name
     if not candidates:
         raise ModelFileError("manifest.json", "lists no variant; re-export the model")
-    raise BackendUnavailableError(candidates[0], BACKEND_MODULES[candidates[0]],
-                                  "onnx" if candidates[0] == "onnxruntime" else "openvino")
+    raise BackendUnavailableError(candidates[0], BACKEND_MODULES[candidates[0]], BACKEND_EXTRAS[candidates[0]])
 
 
 def _choose_variant(manifest: Manifest, requested: str | None, backend: str) -> Variant:

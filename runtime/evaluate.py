@@ -10,6 +10,7 @@ import numpy as np
 from .backends import installed_backends
 from .embedder import Embedder
 from .manifest import BACKEND_FORMATS, Manifest
+from .pooling import normalize
 
 TOP_K = 10
 
@@ -33,9 +34,8 @@ class Evaluation:
 
 
 def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (a * b).sum(axis=1)
+    """Cosine similarity of each row of `a` with the same row of `b`."""
+    return (normalize(a) * normalize(b)).sum(axis=1)
 
 
 def top_k_overlap(queries: np.ndarray, documents: np.ndarray, reference_queries: np.ndarray,

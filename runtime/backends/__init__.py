@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import UnknownChoiceError
+from ..tokenization import Batch
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,27 @@ BACKENDS: dict[str, Callable[[Path, str, BackendOptions], Backend]] = {
     "onnxruntime": _load_onnxruntime,
     "openvino": _load_openvino,
 }
-# The module each backend imports, to tell what is installed without importing it.
+# The module each backend imports, to tell what is installed without importing it, and its pip extra.
 BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+BACKEND_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def build_feeds(declared: dict[str, np.dtype], batch: Batch) -> dict[str, np.ndarray]:
+    """Exactly the inputs a graph declares, in the types it declares; ValueError for one edgembed cannot fill."""
+    feeds = {}
+    for name, dtype in declared.items():
+        if name == "input_ids":
+            value = batch.input_ids
+        elif name == "attention_mask":
+            value = batch.attention_mask
+        elif name == "token_type_ids":
+            value = np.zeros_like(batch.input_ids)
+        else:
+            raise ValueError(f"graph declares input {name!r}, which edgembed cannot fill (it fills "
+                             f"{list(FEEDABLE_INPUTS)})")
+        feeds[name] = value.astype(dtype, copy=False)
+    return feeds
 
 
 def installed_backends() -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError
-from . import BackendOptions
+from . import BACKEND_EXTRAS, BackendOptions
 
 # ONNX type strings as ONNX Runtime reports them.
 _ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
@@ -21,7 +21,7 @@ class OnnxRuntimeBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendUnavailableError("onnxruntime", "onnxruntime", "onnx") from None
+            raise BackendUnavailableError(self.name, "onnxruntime", BACKEND_EXTRAS[self.name]) from None
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:

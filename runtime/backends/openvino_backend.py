@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError
-from . import BackendOptions
+from . import BACKEND_EXTRAS, BackendOptions
 
 
 class OpenVinoBackend:
@@ -19,7 +19,7 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError:
-            raise BackendUnavailableError("openvino", "openvino", "openvino") from None
+            raise BackendUnavailableError(self.name, "openvino", BACKEND_EXTRAS[self.name]) from None
         config: dict[str, str] = {}
         if options.precision_hint:
             # Without it, CPUs with bf16 or AMX silently run an f32 model in bf16.
