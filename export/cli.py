@@ -38,6 +38,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                         help="weights per quantization block in the ONNX q4 variant (default: 32)")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[100, 1000], metavar=("QUERIES", "DOCUMENTS"),
                         help="retrieval check of every variant on the built-in corpus (default: 100 1000; 0 0 skips)")
+    parser.add_argument("--attention", default=None, metavar="MODE",
+                        help="ModernBERT attention in the graph: efficient (default; sliding-window layers block by "
+                             "block, global layers fused; linear memory in the length) or standard (transformers' "
+                             "own, L x L masks in every layer)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
     parser.set_defaults(handler=run)
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
-        q4_block_size=args.q4_block_size, eval_queries=args.eval_size[0], eval_documents=args.eval_size[1],
+        q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0], eval_documents=args.eval_size[1],
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
     for variant in manifest.variants:

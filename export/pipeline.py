@@ -16,6 +16,7 @@ from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants, openvino_variants
+from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, efficient_attention
 from .files import copy_side_files, file_entry
 from .fp16 import convert_fp16
 from .reference import load_reference_model, reference_embeddings
@@ -52,6 +53,7 @@ class ExportRequest:
     eval_queries: int = 100  # retrieval check on the built-in evaluation corpus; 0 skips it
     eval_documents: int = 1000
     q4_block_size: int = onnx_variants.DEFAULT_Q4_BLOCK_SIZE
+    attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
 
 
 def run_export(request: ExportRequest, progress: Callable[[str], None] = print) -> Manifest:
@@ -92,15 +94,23 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
             retrieval = (queries, documents, vectors[len(texts):split], vectors[split:])
 
         say("exporting the fp32 ONNX graph with optimum")
-        fp32_files = onnx_variants.export_fp32(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset)
+        manifest.attention = _attention_mode(request.attention, config, progress)
+        fp32_files = _export_graph(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset, manifest.attention,
+                                   fused_global=True)
         fp32_path = fp32_files[0]
+        openvino_source = fp32_path
+        if manifest.attention == "efficient" and "openvino" in request.formats:
+            # ONNX Runtime's fused attention op is not OpenVINO's: its graph gets the plain global attention.
+            openvino_source = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
+                                            manifest.attention, fused_global=False)[0]
         inputs = onnx_variants.graph_inputs(fp32_path)
         calibration = None
         if ("openvino", "q8-static") in pairs:
             calibration = _calibration_feeds(out, manifest, inputs, request.calibration_texts)
         for fmt, dtype in pairs:
             say(f"{fmt} {dtype}: converting and validating")
-            files = _convert(fmt, dtype, fp32_path, out, request.q4_block_size, calibration)
+            source_graph = fp32_path if fmt == "onnx" else openvino_source
+            files = _convert(fmt, dtype, source_graph, out, request.q4_block_size, calibration)
             variant = Variant(
                 format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
                 precision_hint=openvino_variants.PRECISION_HINT if fmt == "openvino" else None,
@@ -122,10 +132,30 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:
                 path.unlink()
+        if openvino_source != fp32_path:
+            shutil.rmtree(openvino_source.parent, ignore_errors=True)
         say(f"writing {request.output}")
         manifest.write(out)
         _move_into_place(out, request.output, request.overwrite)
     return manifest
+
+
+def _attention_mode(requested: str, config, progress: Callable[[str], None]) -> str:
+    """The attention the graph will have: efficient rewrites exist for ModernBERT only."""
+    if requested is None:
+        return DEFAULT_ATTENTION if config.model_type == "modernbert" else "standard"
+    if requested == "efficient" and config.model_type != "modernbert":
+        progress(f"note: --attention efficient applies to ModernBERT; {config.model_type} is exported as it is")
+        return "standard"
+    return requested
+
+
+def _export_graph(model, destination: Path, opset: int | None, attention: str, fused_global: bool) -> list[Path]:
+    """The fp32 ONNX graph, with ModernBERT's attention rewritten when `attention` is efficient."""
+    if attention != "efficient":
+        return onnx_variants.export_fp32(model, destination, opset)
+    with efficient_attention(model, fused_global):
+        return onnx_variants.export_fp32(model, destination, opset)
 
 
 def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path, q4_block_size: int,
@@ -165,6 +195,8 @@ def _check_request(request: ExportRequest) -> None:
     for fmt in request.formats:
         if fmt not in FORMATS:
             raise UnknownChoiceError("--format value", fmt, FORMATS)
+    if request.attention is not None and request.attention not in ATTENTION_MODES:
+        raise UnknownChoiceError("--attention value", request.attention, ATTENTION_MODES)
     for dtype in request.min_cosine:
         if dtype not in DTYPES:
             raise UnknownChoiceError("--min-cosine variant", dtype, DTYPES)

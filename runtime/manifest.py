@@ -89,6 +89,7 @@ class Manifest:
     similarity_fn_name: str = "cosine"
     matryoshka_dims: list[int] = field(default_factory=list)
     tokenizer_file: str = "tokenizer.json"
+    attention: str = "standard"  # "efficient": sliding-window layers block-local, global layers fused
     variants: list[Variant] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     edgembed_version: str = ""

@@ -49,8 +49,10 @@ def test_q8_graph_multiplies_in_int8(tiny_export: Path):
 def test_fp16_file_stores_fp16_weights(tiny_export: Path):
     totals = _initializer_bytes_by_type(tiny_export / "onnx/model_fp16.onnx")
     assert totals["FLOAT16"] > 0.95 * (totals["FLOAT16"] + totals["FLOAT"]), totals
-    fp32_size = (tiny_export / "onnx/model.onnx").stat().st_size
-    assert (tiny_export / "onnx/model_fp16.onnx").stat().st_size < 0.6 * fp32_size
+    # The file shrinks by nearly the fp16 weights' size, half their fp32 size (the tiny model's graph is a
+    # third of its file, and the fp16 graph gains Cast nodes, so a ratio of file sizes would say little).
+    saved = (tiny_export / "onnx/model.onnx").stat().st_size - (tiny_export / "onnx/model_fp16.onnx").stat().st_size
+    assert saved > 0.8 * totals["FLOAT16"], (saved, totals)
 
 
 def _openvino_constant_bytes(xml: Path) -> Counter:
