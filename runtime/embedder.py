@@ -27,13 +27,15 @@ from .errors import (
 )
 from .manifest import BACKEND_FORMATS, Manifest, Variant
 from .pooling import normalize as l2_normalize
-from .pooling import pool, truncate_dim
+from .pooling import combine_windows, pool, truncate_dim
 from .similarity import similarity_matrix
 from .tokenization import Batch, TextTokenizer
 
 # Picked when load() is given no variant: fastest first on a CPU.
 VARIANT_PREFERENCE = ("q8", "fp32", "fp16")
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+# With chunking=True and no chunk_overlap, neighbouring windows share max_length // this many tokens.
+CHUNK_OVERLAP_FRACTION = 8
 
 
 class Embedder:
@@ -130,7 +132,8 @@ class Embedder:
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
-               truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
+               truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
+               chunk_overlap: int | None = None) -> np.ndarray:
         """Embed texts: float32 of shape (n, dim), or (dim,) for a single string.
 
         `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts);
@@ -138,6 +141,10 @@ class Embedder:
         (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
         Texts are tokenized once, sorted by length and batched by `batch_size` and by
         `max_batch_tokens` (padded tokens per batch); results come back in input order.
+        `chunking=True` embeds a text longer than max_length as windows of max_length tokens that share
+        `chunk_overlap` tokens (default max_length // 8), pooled together (see `combine_windows`) instead of
+        cutting it at max_length. Each window sees only its own tokens, so this approximates a model that
+        could read the whole text; raising max_length (up to the model's position limit) is exact.
         """
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -146,34 +153,46 @@ class Embedder:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._check_dim(dim)
+        if chunking:
+            chunk_overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else chunk_overlap
+            self._check_overlap(chunk_overlap)
         prefix = self._prefix(prompt_name, prompt)
         if prefix:
             items = [prefix + text for text in items]
-        vectors = np.zeros((len(items), self.dimension), dtype=np.float32)
-        encodings = self._tokenize(items, truncate) if items else []
+        owners = None
+        if chunking and items:
+            windows = self._tokenizer.encode_windows(items, chunk_overlap)
+            encodings = [window for text_windows in windows for window in text_windows]
+            owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
+        else:
+            encodings = self._tokenize(items, truncate) if items else []
         lengths = [len(encoding.ids) for encoding in encodings]
+        vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
         for rows in plan_batches(lengths, batch_size, max_batch_tokens):
             batch = self._tokenizer.pad([encodings[row] for row in rows])
             hidden = self._backend.run(self._feeds(batch))
             vectors[rows] = pool(hidden, batch.attention_mask, self.manifest.pooling)
+        if owners is not None:
+            vectors = combine_windows(vectors, owners, np.asarray(lengths, np.float32), self.manifest.pooling,
+                                      len(items))
         vectors = truncate_dim(vectors, dim)
         if self.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
         return vectors[0] if single else vectors
 
     def encode_query(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
-                     dim: int | None = None, truncate: bool = True) -> np.ndarray:
+                     dim: int | None = None, truncate: bool = True, chunking: bool = False) -> np.ndarray:
         """encode() with the manifest's "query" prompt, when it has one."""
         name = "query" if "query" in self.manifest.prompts else None
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
-                           normalize=normalize, dim=dim, truncate=truncate)
+                           normalize=normalize, dim=dim, truncate=truncate, chunking=chunking)
 
     def encode_document(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
-                        dim: int | None = None, truncate: bool = True) -> np.ndarray:
+                        dim: int | None = None, truncate: bool = True, chunking: bool = False) -> np.ndarray:
         """encode() with the first of the "document", "passage", "corpus" prompts the manifest has."""
         name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.manifest.prompts), None)
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
-                           normalize=normalize, dim=dim, truncate=truncate)
+                           normalize=normalize, dim=dim, truncate=truncate, chunking=chunking)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
@@ -202,6 +221,12 @@ class Embedder:
             raise UnknownChoiceError("prompt name", name, self.manifest.prompts,
                                      "prompts are set at export with --prompt NAME=TEXT")
         return self.manifest.prompts[name]
+
+    def _check_overlap(self, overlap: int) -> None:
+        limit = self.max_length // 2
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= limit:
+            raise ValueError(f"chunk_overlap must be an integer from 0 to {limit} (half of max_length "
+                             f"{self.max_length}), got {overlap!r}")
 
     def _check_dim(self, dim: int | None) -> int:
         if dim is None:

@@ -25,6 +25,25 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str) -> np.ndarra
     raise UnknownChoiceError("pooling mode", mode, ["mean", "cls", "max"])
 
 
+def combine_windows(vectors: np.ndarray, owners: np.ndarray, token_counts: np.ndarray, mode: str,
+                    count: int) -> np.ndarray:
+    """Pool the windows of chunked texts into one vector per text (before truncation and normalization).
+
+    mean: average of the windows' mean vectors weighted by their token counts (overlapping tokens count in
+    both windows); cls: average of the windows' [CLS] vectors; max: element-wise max over the windows.
+    """
+    if mode == "max":
+        combined = np.full((count, vectors.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(combined, owners, vectors)
+        return combined
+    weights = token_counts if mode == "mean" else np.ones(len(owners), np.float32)
+    combined = np.zeros((count, vectors.shape[1]), dtype=np.float32)
+    np.add.at(combined, owners, vectors * weights[:, None])
+    totals = np.zeros(count, dtype=np.float32)
+    np.add.at(totals, owners, weights)
+    return combined / np.maximum(totals, _EPSILON)[:, None]
+
+
 def truncate_dim(vectors: np.ndarray, dim: int | None) -> np.ndarray:
     """Keep the first `dim` components (Matryoshka); None keeps all."""
     if dim is None:

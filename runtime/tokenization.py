@@ -32,6 +32,7 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
         self._pad_token_id = pad_token_id
+        self._windowing: dict[int, Tokenizer] = {}  # overlap -> a private copy that truncates with that stride
 
     def encode(self, texts: list[str], truncate: bool = True) -> list[Encoding]:
         """Tokenize every text in one call (the parallel Rust batch path)."""
@@ -41,6 +42,17 @@ class TextTokenizer:
                 if encoding.overflowing:
                     raise InputTooLongError(index, self._count_tokens(texts[index]), self.max_length)
         return encodings
+
+    def encode_windows(self, texts: list[str], overlap: int) -> list[list[Encoding]]:
+        """Every text as windows of at most max_length tokens, each with its special tokens, sharing `overlap`
+        tokens with the window before; a text that fits is one window."""
+        if overlap not in self._windowing:
+            windowing = Tokenizer.from_str(self._tokenizer.to_str())
+            windowing.no_padding()
+            windowing.enable_truncation(max_length=self.max_length, stride=overlap)
+            self._windowing[overlap] = windowing
+        return [[first, *first.overflowing]
+                for first in self._windowing[overlap].encode_batch(texts, add_special_tokens=True)]
 
     def pad(self, encodings: Sequence[Encoding]) -> Batch:
         """Stack encodings into int64 arrays padded to the longest one."""
