@@ -165,7 +165,7 @@ class EdgembedEngine:
         from edgembed.runtime import Embedder
 
         self._model = Embedder.load(spec.export_dir, variant=spec.variant, backend=spec.backend,
-                                    threads=spec.threads)
+                                    threads=spec.threads, max_length=spec.max_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self._model.encode(texts, batch_size=batch_size)

