@@ -5,12 +5,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from edgembed.runtime.errors import ExportDependencyError, ExportError
 
 # transformers.js file names under onnx/.
 ONNX_FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "q8": "onnx/model_quantized.onnx",
               "q4": "onnx/model_q4.onnx"}
-Q8_DESCRIPTION = "onnxruntime dynamic quantization: int8 weights, symmetric per output channel; MatMul only"
+Q8_DESCRIPTION = ("onnxruntime dynamic int8 MatMuls, calibrated: outlier input channels smoothed, GPTQ-rounded "
+                  "int8 weights symmetric per output channel; int8 word embeddings, one scale per row")
 DEFAULT_Q4_BLOCK_SIZE = 32
 
 
@@ -47,19 +50,11 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
     return files
 
 
-def quantize_q8(fp32: Path, destination: Path) -> list[Path]:
-    """Dynamic int8: weights quantized per channel ahead of time, activations at run time."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise ExportDependencyError("onnxruntime") from None
-    quantize_dynamic(
-        fp32, destination,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-    )
-    return [destination]
+def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]]) -> list[Path]:
+    """Calibrated dynamic int8 (export/q8_recipe.py): smoothed outlier channels, GPTQ-rounded weights."""
+    from .q8_recipe import quantize_q8 as recipe
+
+    return recipe(fp32, destination, calibration)
 
 
 def q4_description(block_size: int) -> str:

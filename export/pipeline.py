@@ -105,7 +105,7 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
                                             manifest.attention, fused_global=False)[0]
         inputs = onnx_variants.graph_inputs(fp32_path)
         calibration = None
-        if ("openvino", "q8-static") in pairs:
+        if ("openvino", "q8-static") in pairs or ("onnx", "q8") in pairs:
             calibration = _calibration_feeds(out, manifest, inputs, request.calibration_texts)
         for fmt, dtype in pairs:
             say(f"{fmt} {dtype}: converting and validating")
@@ -168,7 +168,7 @@ def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path, q4_block_size: in
             return convert_fp16(fp32_path, target)
         if dtype == "q4":
             return onnx_variants.quantize_q4(fp32_path, target, q4_block_size)
-        return onnx_variants.quantize_q8(fp32_path, target)
+        return onnx_variants.quantize_q8(fp32_path, target, calibration)
     return openvino_variants.convert(fp32_path, dtype, out / openvino_variants.OPENVINO_FILES[dtype], calibration)
 
 

@@ -1,0 +1,314 @@
+"""The ONNX q8 recipe: calibrated smoothing of outlier channels, GPTQ-rounded int8 weights, dynamic int8 MatMuls.
+
+ONNX Runtime's dynamic int8 MatMul quantizes each activation tensor with one range, and in BERT-style
+encoders one token ([CLS]) holds channels several times larger than every other token's, so its range
+coarsens all the others. Measured on all-MiniLM-L6-v2 (benchmarks/q8_fidelity.md), this recipe keeps the
+retrieval results of fp32 and the speed of plain dynamic int8:
+
+1. Calibration: run the fp32 graph on the calibration feeds and record, for the input of every weight
+   MatMul, each channel's absolute maximum and the Gram matrix X^T X.
+2. Targeted smoothing of the inputs of the MatMuls after a LayerNormalization (attention and FFN input
+   projections) and of the down projections (FFN output): a channel whose maximum exceeds
+   `threshold` x the 90th percentile of the channel maxima is divided by s = (max / (threshold p90))^alpha
+   (never s < 1) through an inserted Mul, and the matching weight row is multiplied by s (exact in fp32).
+3. ONNX Runtime dynamic quantization (int8 weights, symmetric per output channel), then the int8 weights
+   are replaced by GPTQ-rounded ones (error-compensating rounding using the Gram matrix).
+4. The word-embedding table becomes int8 with one scale per row (no measurable loss, a third of the file).
+5. The residual Adds feeding a LayerNormalization become Sum, which keeps ONNX Runtime from fusing them
+   into SkipLayerNormalization (slower than the unfused pair on the CPUs measured).
+
+The MatMuls are selected by graph structure, never by name, so BERT and ModernBERT graphs both work.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgembed.runtime.errors import ExportDependencyError
+
+THRESHOLD = 0.5  # channels above THRESHOLD x p90 of the channel maxima are smoothed
+ALPHA = 0.7  # how much of the excess each smoothed channel loses
+GPTQ_DAMPING = 0.01  # share of the mean Hessian diagonal added to it
+GPTQ_BLOCK = 128
+GRAM_TOKENS = 16384  # calibration tokens for the Gram matrices (the maxima use all of them)
+# Ops that pass a tensor through unchanged when looking for the LayerNormalization before a MatMul.
+PASS_THROUGH = ("Identity", "Cast")
+
+
+@dataclass
+class Statistics:
+    """Per-channel absolute maximum and Gram matrix of one MatMul input, over the calibration tokens."""
+
+    absmax: np.ndarray
+    gram: np.ndarray
+    tokens_on_axis_1: bool = False  # batch x sequence x channels, so the first token can be sliced off
+
+
+def _imports():
+    try:
+        import onnx
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise ExportDependencyError(exc.name or "onnxruntime") from None
+    return onnx, onnxruntime, QuantType, quantize_dynamic
+
+
+def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
+                first_token_apart: bool = False) -> list[Path]:
+    """Write the q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed dict per text).
+
+    `first_token_apart` runs every smoothed MatMul separately on the first token ([CLS]) of each sequence,
+    so that the other tokens get a dynamic quantization range of their own. On MiniLM it lifts top-10
+    overlap from 0.948 to 0.951 but costs about 18% of the speed (2.05x -> 1.68x fp32), so it is off.
+    """
+    onnx, _, QuantType, quantize_dynamic = _imports()
+    model = onnx.load(str(fp32))
+    smoothed, rounded = smooth(model, calibration)
+    if first_token_apart:
+        _first_token_apart(model, smoothed)
+    with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
+        smoothed_path = Path(scratch) / "smoothed.onnx"
+        onnx.save(model, str(smoothed_path))
+        quantize_dynamic(smoothed_path, destination, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+    quantized = onnx.load(str(destination))
+    _overwrite_weights(quantized, rounded)
+    _int8_embedding_rows(quantized)
+    _adds_before_layernorm_as_sum(quantized)
+    onnx.save(quantized, str(destination))
+    return [destination]
+
+
+def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = THRESHOLD, alpha: float = ALPHA,
+           gptq: bool = True) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Apply targeted smoothing to `model` in place.
+
+    Returns the names of the smoothed tensors shaped batch x sequence x channels (outputs of the inserted
+    Muls; those `_first_token_apart` can split) and, with `gptq`, the
+    GPTQ int8 values and per-column scales of every weight MatMul, by weight name.
+    """
+    from onnx import numpy_helper
+
+    weights = {i.name: i for i in model.graph.initializer}
+    matmuls = _weight_matmuls(model, weights)
+    inputs = list(dict.fromkeys(node.input[0] for node in matmuls))
+    stats = _calibrate(model, inputs, calibration)
+    scales = {}
+    for name in _smoothing_targets(model, matmuls, weights):
+        scale = _smoothing_scale(stats[name].absmax, threshold, alpha)
+        if np.all(scale == 1.0):
+            continue
+        scales[name] = scale
+        stats[name].gram = stats[name].gram / np.outer(scale, scale)
+        for node in matmuls:
+            if node.input[0] == name:
+                weight = numpy_helper.to_array(weights[node.input[1]])
+                weights[node.input[1]].CopyFrom(
+                    numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
+    rounded = {}
+    if gptq:
+        rounded = {node.input[1]: gptq_int8(numpy_helper.to_array(weights[node.input[1]]), stats[node.input[0]].gram)
+                   for node in matmuls}
+    _insert_smoothing(model, scales)
+    return [f"{name}_smoothed" for name in scales if stats[name].tokens_on_axis_1], rounded
+
+
+def _weight_matmuls(model, weights: dict) -> list:
+    """MatMul nodes whose second input is a 2-D float initializer."""
+    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
+            and len(weights[n.input[1]].dims) == 2 and weights[n.input[1]].data_type == 1]
+
+
+def _smoothing_targets(model, matmuls: list, weights: dict) -> list[str]:
+    """Inputs of the MatMuls fed by a LayerNormalization, and of the down projections (more rows than columns)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    targets = []
+    for node in matmuls:
+        rows, columns = weights[node.input[1]].dims
+        source = producers.get(node.input[0])
+        while source is not None and source.op_type in PASS_THROUGH:
+            source = producers.get(source.input[0])
+        if (source is not None and source.op_type == "LayerNormalization") or rows > columns:
+            targets.append(node.input[0])
+    return list(dict.fromkeys(targets))
+
+
+def _smoothing_scale(absmax: np.ndarray, threshold: float, alpha: float) -> np.ndarray:
+    reference = threshold * np.percentile(absmax, 90)
+    if reference <= 0:
+        return np.ones_like(absmax)
+    return np.maximum(1.0, absmax / reference) ** alpha
+
+
+def _calibrate(model, inputs: list[str], feeds: list[dict[str, np.ndarray]],
+               gram_tokens: int = GRAM_TOKENS) -> dict[str, Statistics]:
+    """Absolute maxima (all tokens) and Gram matrices (the first `gram_tokens`) of `inputs`; padding left out."""
+    onnx, onnxruntime, _, _ = _imports()
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in inputs if name not in known)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    absmax: dict[str, np.ndarray] = {}
+    sequence_shaped = dict.fromkeys(inputs, True)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
+    kept = 0
+    for feed in feeds:
+        mask = feed.get("attention_mask")
+        for name, value in zip(inputs, session.run(inputs, feed)):
+            sequence_shaped[name] &= mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape
+            if mask is not None and value.shape[:2] == mask.shape:
+                tokens = value[mask.astype(bool)]
+            else:
+                tokens = value.reshape(-1, value.shape[-1])
+            absmax[name] = np.maximum(absmax.get(name, 0.0), np.abs(tokens).max(axis=0))
+            if kept < gram_tokens:
+                rows[name].append(tokens[:gram_tokens - kept])
+        kept += len(tokens)
+    stats = {}
+    for name in inputs:
+        matrix = np.concatenate(rows.pop(name)).astype(np.float32)
+        stats[name] = Statistics(absmax[name].astype(np.float64), (matrix.T @ matrix).astype(np.float64),
+                                 sequence_shaped[name])
+    return stats
+
+
+def gptq_int8(weight: np.ndarray, gram: np.ndarray, damping: float = GPTQ_DAMPING,
+              block: int = GPTQ_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-column int8 of `weight` (K x N) rounded row by row, each row's error pushed onto later rows.
+
+    Returns the int8 values and the per-column scales. The rounding minimises the output error on inputs
+    whose Gram matrix is `gram` (GPTQ, Frantar et al. 2022), processed in blocks of `block` rows.
+    """
+    w = weight.astype(np.float64).copy()
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    hessian = gram.astype(np.float64).copy()
+    dead = np.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    w[dead] = 0.0
+    hessian += damping * np.mean(np.diag(hessian)) * np.eye(len(hessian))
+    upper = np.linalg.cholesky(np.linalg.inv(hessian)).T  # upper Cholesky factor of the inverse
+    q = np.zeros(w.shape, dtype=np.int8)
+    size = len(w)
+    for start in range(0, size, block):
+        end = min(start + block, size)
+        errors = np.zeros((end - start, w.shape[1]))
+        for k in range(start, end):
+            q[k] = np.clip(np.round(w[k] / scale), -127, 127)
+            error = (w[k] - q[k] * scale) / upper[k, k]
+            w[k + 1:end] -= np.outer(upper[k, k + 1:end], error)
+            errors[k - start] = error
+        w[end:] -= upper[start:end, end:].T @ errors
+    return q, scale.astype(np.float32)
+
+
+def _insert_smoothing(model, smoothed: dict[str, np.ndarray]) -> None:
+    """A Mul by 1/s in front of every MatMul reading a smoothed tensor (one Mul per tensor)."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    nodes, done = [], set()
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[0] in smoothed:
+            name = node.input[0]
+            scaled = f"{name}_smoothed"
+            if scaled not in done:
+                done.add(scaled)
+                model.graph.initializer.append(
+                    numpy_helper.from_array((1.0 / smoothed[name]).astype(np.float32), f"{name}_smoothing"))
+                nodes.append(onnx.helper.make_node("Mul", [name, f"{name}_smoothing"], [scaled],
+                                                   name=f"{name}_SmoothingMul"))
+            node.input[0] = scaled
+        nodes.append(node)
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+
+
+def _first_token_apart(model, tensors: list[str]) -> None:
+    """Run each MatMul reading one of `tensors` (batch x sequence x channels) twice, on the first token of every
+    sequence and on the others, and concatenate: each part gets a dynamic quantization range of its own."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    make = onnx.helper.make_node
+    model.graph.initializer.extend(numpy_helper.from_array(np.array([value], np.int64), name) for value, name in
+                                   ((0, "first_token_0"), (1, "first_token_1"), (2**62, "first_token_end")))
+    nodes, sliced = [], set()
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[0] not in tensors:
+            nodes.append(node)
+            continue
+        x, weight, out = node.input[0], node.input[1], node.output[0]
+        if x not in sliced:
+            sliced.add(x)
+            nodes += [make("Slice", [x, "first_token_0", "first_token_1", "first_token_1"], [f"{x}_first"]),
+                      make("Slice", [x, "first_token_1", "first_token_end", "first_token_1"], [f"{x}_rest"])]
+        nodes += [make("MatMul", [f"{x}_first", weight], [f"{out}_first"], name=f"{node.name}_first"),
+                  make("MatMul", [f"{x}_rest", weight], [f"{out}_rest"], name=f"{node.name}_rest"),
+                  make("Concat", [f"{out}_first", f"{out}_rest"], [out], axis=1, name=f"{node.name}_concat")]
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+
+
+def _overwrite_weights(model, rounded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Put the GPTQ integers and scales in place of the ones ONNX Runtime derived (same names and shapes)."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    for weight, (values, scale) in rounded.items():
+        target, target_scale = initializers[f"{weight}_quantized"], initializers[f"{weight}_scale"]
+        if tuple(target.dims) != values.shape or tuple(target_scale.dims) != scale.shape:
+            raise ValueError(f"{weight}: onnxruntime quantized it to another layout than expected")
+        target.CopyFrom(numpy_helper.from_array(values, target.name))
+        target_scale.CopyFrom(numpy_helper.from_array(scale, target_scale.name))
+
+
+def _int8_embedding_rows(model) -> None:
+    """The Gather reading a float table by a graph input (the token ids) reads int8 rows and one scale per row."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    graph_inputs = {i.name for i in model.graph.input}
+    initializers = {i.name: i for i in model.graph.initializer}
+    candidates = [(position, node) for position, node in enumerate(model.graph.node)
+                  if node.op_type == "Gather" and node.input[0] in initializers and node.input[1] in graph_inputs
+                  and len(initializers[node.input[0]].dims) == 2 and initializers[node.input[0]].data_type == 1]
+    if not candidates:
+        return
+    position, node = max(candidates, key=lambda item: initializers[item[1].input[0]].dims[0])  # the vocabulary
+    table = initializers[node.input[0]]
+    values = numpy_helper.to_array(table)
+    scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12) / 127.0
+    name, ids, out = table.name, node.input[1], node.output[0]
+    model.graph.initializer.remove(table)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.round(values / scale).astype(np.int8), f"{name}_int8"),
+        numpy_helper.from_array(scale.astype(np.float32), f"{name}_row_scale")])
+    replacement = [
+        onnx.helper.make_node("Gather", [f"{name}_int8", ids], [f"{out}_int8"], name=f"{node.name}_int8"),
+        onnx.helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], to=onnx.TensorProto.FLOAT,
+                              name=f"{node.name}_cast"),
+        onnx.helper.make_node("Gather", [f"{name}_row_scale", ids], [f"{out}_scale"], name=f"{node.name}_scale"),
+        onnx.helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequantize")]
+    model.graph.node.remove(node)
+    for offset, new in enumerate(replacement):
+        model.graph.node.insert(position + offset, new)
+
+
+def _adds_before_layernorm_as_sum(model) -> None:
+    """Rewrite Add -> LayerNormalization as Sum: the same sum, without ONNX Runtime's SkipLayerNormalization."""
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    for node in model.graph.node:
+        if node.op_type == "Add" and "LayerNormalization" in consumers.get(node.output[0], []):
+            node.op_type = "Sum"
