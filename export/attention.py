@@ -36,44 +36,60 @@ def efficient_attention(model, fused_global: bool) -> Iterator[None]:
     layers = [module for module in model.modules() if type(module).__name__ == "ModernBertAttention"]
     if not layers or not hasattr(model, "_update_attention_mask"):
         raise TypeError(f"{type(model).__name__} has no ModernBERT attention to rewrite")
-    saved_mask = model._update_attention_mask
-    # Hand the layers the (batch, length) 0/1 mask itself instead of the L x L masks built from it.
-    model._update_attention_mask = lambda attention_mask, output_attentions=False: (attention_mask, attention_mask)
+    config = model.config
+    window = config.local_attention // 2
+    heads = config.num_attention_heads
+    saved_masks = model._update_attention_mask
+
+    def masks(attention_mask, output_attentions=False):
+        """Built once per call and shared by the layers, in place of the L x L masks transformers builds."""
+        valid = attention_mask.to(torch.bool)
+        if fused_global:
+            global_mask = _key_padding_column(valid, heads, torch)
+        else:
+            global_mask = _key_padding_bias(valid, torch)
+        return global_mask, _LocalWindows(valid, window, heads, torch)
+
+    model._update_attention_mask = masks
     for layer in layers:
         layer.forward = _forward_for(layer, fused_global, torch)
     try:
         yield
     finally:
-        model._update_attention_mask = saved_mask
+        model._update_attention_mask = saved_masks
         for layer in layers:
             del layer.forward  # back to the class's method
 
 
 def _forward_for(layer, fused_global: bool, torch):
     window = layer.local_attention[0] if layer.local_attention != (-1, -1) else None
+    scale = layer.head_dim ** -0.5
 
-    def forward(hidden_states, output_attentions=False, attention_mask=None, position_ids=None, **_unused):
+    def forward(hidden_states, output_attentions=False, attention_mask=None, sliding_window_mask=None,
+                position_ids=None, **_unused):
         batch = hidden_states.shape[0]
         qkv = layer.Wqkv(hidden_states).view(batch, -1, 3, layer.num_heads, layer.head_dim)
-        query, key, value = qkv.transpose(3, 1).unbind(dim=2)  # each (batch, heads, length, head_dim)
-        cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)
-        query, key = _rotate(query, key, cos, sin, torch)
-        valid = attention_mask.to(torch.bool)
-        if window is not None:
-            context = _sliding_window(query, key, value, valid, window, layer.head_dim ** -0.5, torch)
-        elif fused_global:
-            context = _fused_global(query, key, value, valid, layer.num_heads, layer.head_dim ** -0.5, torch)
+        cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)  # (1, length, head_dim)
+        if window is None and fused_global:  # stays in (batch, length, heads, head_dim): no transposes
+            query, key, value = qkv.unbind(dim=2)
+            query, key = _rotate(query, key, cos.unsqueeze(2), sin.unsqueeze(2), torch)
+            output = _fused_global(query, key, value, attention_mask, layer.num_heads, scale, torch)
         else:
-            context = _plain_global(query, key, value, valid, layer.head_dim ** -0.5, torch)
-        output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
+            query, key, value = qkv.transpose(3, 1).unbind(dim=2)  # (batch, heads, length, head_dim)
+            query, key = _rotate(query, key, cos.unsqueeze(1), sin.unsqueeze(1), torch)
+            if window is None:
+                context = _softmax_attend(torch.matmul(query, key.transpose(2, 3)) * scale + attention_mask,
+                                          value, torch)
+            else:
+                context = sliding_window_mask.attend(query, key, value, scale)
+            output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
         return (layer.out_drop(layer.Wo(output)),)
 
     return forward
 
 
 def _rotate(query, key, cos, sin, torch):
-    """RoPE as transformers applies it (rotate_half convention)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    """RoPE as transformers applies it (rotate_half convention); cos/sin already broadcast over the heads."""
 
     def half_turn(x):
         first, second = x.chunk(2, dim=-1)
@@ -86,23 +102,25 @@ def _softmax_attend(scores, value, torch):
     return torch.matmul(torch.softmax(scores.float(), dim=-1).to(value.dtype), value)
 
 
-def _plain_global(query, key, value, valid, scale, torch):
-    """Full attention with a (batch, 1, 1, L) key bias: the pattern backends fuse into their attention."""
-    bias = (~valid).to(query.dtype)[:, None, None, :] * torch.finfo(query.dtype).min
-    scores = torch.matmul(query, key.transpose(2, 3)) * scale + bias
-    return _softmax_attend(scores, value, torch)
+def _key_padding_bias(valid, torch):
+    """(batch, 1, 1, L): 0 for real keys, float32 min for padding, added to the global layers' scores."""
+    return (~valid).float()[:, None, None, :] * torch.finfo(torch.float32).min
 
 
-def _fused_global(query, key, value, valid, heads, scale, torch):
-    """ONNX Runtime MultiHeadAttention (flash on CPU); padding rides in one extra query/key dimension."""
-    batch, _, length, head_dim = query.shape
-    ones = torch.ones_like(query[..., :1])
-    padded = (~valid).to(key.dtype)[:, None, :, None].expand(-1, heads, -1, 1) * PADDED_KEY_SCORE
-    query_plus = torch.cat([query, ones], dim=-1).transpose(1, 2).reshape(batch, length, heads * (head_dim + 1))
-    key_plus = torch.cat([key, padded], dim=-1).transpose(1, 2).reshape(batch, length, heads * (head_dim + 1))
-    value_flat = value.transpose(1, 2).reshape(batch, length, heads * head_dim)
-    output = _multi_head_attention(torch).apply(query_plus, key_plus, value_flat, heads, scale)
-    return output.reshape(batch, length, heads, head_dim).transpose(1, 2)
+def _key_padding_column(valid, heads: int, torch):
+    """(batch, L, heads, 1): the extra key dimension of the fused global layers (0 real, PADDED_KEY_SCORE pad)."""
+    return ((~valid).float() * PADDED_KEY_SCORE)[:, :, None, None].expand(-1, -1, heads, 1)
+
+
+def _fused_global(query, key, value, padding_column, heads: int, scale: float, torch):
+    """ONNX Runtime MultiHeadAttention (flash on CPU); padding rides in one extra query/key dimension.
+
+    query/key/value: (batch, length, heads, head_dim); returns (batch, length, heads * head_dim).
+    """
+    batch, length, _, head_dim = query.shape
+    query_plus = torch.cat([query, torch.ones_like(padding_column)], dim=-1).reshape(batch, length, -1)
+    key_plus = torch.cat([key, padding_column], dim=-1).reshape(batch, length, -1)
+    return _multi_head_attention(torch).apply(query_plus, key_plus, value.reshape(batch, length, -1), heads, scale)
 
 
 _FUNCTION = None
@@ -130,28 +148,39 @@ def _multi_head_attention(torch):
     return _FUNCTION
 
 
-def _sliding_window(query, key, value, valid, window: int, scale, torch):
-    """Each block of `window` queries attends to its block and both neighbours, masked to |i - j| <= window."""
-    batch, heads, length, head_dim = query.shape
-    blocks = (length + window - 1) // window
-    padded_length = blocks * window
-    # Pad by whole blocks (constant amounts, so the graph stays shape-generic), then cut to what is needed.
-    query = torch.nn.functional.pad(query, (0, 0, 0, window))[:, :, :padded_length]
-    query = query.reshape(batch, heads, blocks, window, head_dim)
-    keys = _neighbourhoods(key, window, blocks, torch)  # (batch, heads, blocks, 3 window, head_dim)
-    values = _neighbourhoods(value, window, blocks, torch)
-    key_valid = _neighbourhoods(valid[:, None, :, None].to(query.dtype), window, blocks, torch) > 0.5
-    offsets = torch.arange(3 * window)[None, :] - window - torch.arange(window)[:, None]  # key minus query
-    allowed = (offsets.abs() <= window)[None, None, None] & key_valid.transpose(-1, -2)  # (b, 1, blocks, w, 3w)
-    scores = torch.matmul(query, keys.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    context = _softmax_attend(scores, values, torch)
-    return context.reshape(batch, heads, padded_length, head_dim)[:, :, :length]
+class _LocalWindows:
+    """The sliding-window layers' shared geometry, traced once per forward: blocks of w = window queries, each
+    attending to its own block and both neighbours (3w keys), with the additive mask in the scores' layout.
 
+    Every reshape in `attend` has constant sizes but one, and the dynamic sizes come from here, so each
+    layer adds few shape computations to the graph (they cost more than the arithmetic on short texts).
+    """
 
-def _neighbourhoods(tensor, window: int, blocks, torch):
-    """(b, h, L, d) -> (b, h, blocks, 3 window, d): block k's rows from blocks k-1, k and k+1, zero outside."""
-    batch, heads, _, depth = tensor.shape
-    padded = torch.nn.functional.pad(tensor, (0, 0, window, 2 * window))[:, :, :(blocks + 2) * window]
-    padded = padded.reshape(batch, heads, blocks + 2, window, depth)
-    return torch.cat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], dim=3)
+    def __init__(self, valid, window: int, heads: int, torch) -> None:
+        self.torch, self.window, self.heads = torch, window, heads
+        self.batch, self.length = valid.shape[0], valid.shape[1]
+        blocks = (self.length + window - 1) // window
+        self.padded_length = blocks * window
+        key_valid = self.neighbourhoods(valid[:, None, :, None].float()) > 0.5  # (batch * blocks, 3w, 1)
+        offsets = torch.arange(3 * window)[None, :] - window - torch.arange(window)[:, None]  # key minus query
+        allowed = (offsets.abs() <= window)[None] & key_valid.transpose(1, 2)  # (batch * blocks, w, 3w)
+        bias = (~allowed).float() * torch.finfo(torch.float32).min
+        # One copy per head, laid out as the scores are: (batch * heads * blocks, w, 3w).
+        self.bias = bias.reshape(self.batch, 1, blocks, window, 3 * window).expand(-1, heads, -1, -1, -1) \
+            .reshape(-1, window, 3 * window)
+
+    def neighbourhoods(self, tensor):
+        """(b, h, L, d) -> (b * h * blocks, 3w, d): block k's rows from blocks k-1, k and k+1, zero outside."""
+        w, depth = self.window, tensor.shape[-1]
+        padded = self.torch.nn.functional.pad(tensor, (0, 0, w, 2 * w))
+        return self.torch.cat([padded[:, :, start:start + self.padded_length].reshape(-1, w, depth)
+                               for start in (0, w, 2 * w)], dim=1)
+
+    def attend(self, query, key, value, scale: float):
+        """Attention of (batch, heads, L, head_dim) inputs, context in the same layout."""
+        torch, w, head_dim = self.torch, self.window, query.shape[-1]
+        blocks_of_queries = torch.nn.functional.pad(query, (0, 0, 0, w))[:, :, :self.padded_length] \
+            .reshape(-1, w, head_dim)
+        scores = torch.matmul(blocks_of_queries, self.neighbourhoods(key).transpose(1, 2)) * scale + self.bias
+        context = _softmax_attend(scores, self.neighbourhoods(value), torch)
+        return context.reshape(self.batch, self.heads, self.padded_length, head_dim)[:, :, :self.length]

@@ -24,6 +24,9 @@ def _add_embed_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--max-length", type=int, help="token limit per text (default: the manifest's)")
     parser.add_argument("--threads", type=int, help="inference threads (default: the backend's choice)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunking", action="store_true",
+                        help="embed texts longer than max-length as overlapping windows pooled together "
+                             "instead of cutting them")
     parser.set_defaults(handler=_run_embed)
 
 
@@ -35,7 +38,8 @@ def _run_embed(args: argparse.Namespace) -> int:
                           max_length=args.max_length, threads=args.threads)
     if "auto" in (args.variant, args.backend):
         print(f"edgembed embed: using {model.describe()}", file=sys.stderr)
-    vectors = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, dim=args.dim)
+    vectors = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, dim=args.dim,
+                           chunking=args.chunking)
     json.dump({"variant": model.variant, "backend": model.backend, "dimension": int(vectors.shape[1]),
                "embeddings": vectors.tolist()}, sys.stdout)
     sys.stdout.write("\n")
