@@ -81,7 +81,7 @@ def _forward_for(layer, fused_global: bool, torch):
                 context = _softmax_attend(torch.matmul(query, key.transpose(2, 3)) * scale + attention_mask,
                                           value, torch)
             else:
-                context = sliding_window_mask.attend(query, key, value, scale)
+                context = sliding_window_mask.attend(query, key, value, scale, layer.head_dim)
             output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
         return (layer.out_drop(layer.Wo(output)),)
 
@@ -152,8 +152,9 @@ class _LocalWindows:
     """The sliding-window layers' shared geometry, traced once per forward: blocks of w = window queries, each
     attending to its own block and both neighbours (3w keys), with the additive mask in the scores' layout.
 
-    Every reshape in `attend` has constant sizes but one, and the dynamic sizes come from here, so each
-    layer adds few shape computations to the graph (they cost more than the arithmetic on short texts).
+    Blocks are cut with one Gather by precomputed positions (clamped into the text; the mask removes the
+    clamped keys and the final slice the clamped queries), and every reshape has constant sizes but one, so
+    each layer adds few nodes to the graph: on short texts their count costs more than the arithmetic.
     """
 
     def __init__(self, valid, window: int, heads: int, torch) -> None:
@@ -161,26 +162,24 @@ class _LocalWindows:
         self.batch, self.length = valid.shape[0], valid.shape[1]
         blocks = (self.length + window - 1) // window
         self.padded_length = blocks * window
-        key_valid = self.neighbourhoods(valid[:, None, :, None].float()) > 0.5  # (batch * blocks, 3w, 1)
+        starts = torch.arange(blocks)[:, None] * window
+        last = self.length - 1
+        self.query_index = torch.clamp(starts + torch.arange(window)[None, :], max=last).reshape(-1)
+        key_positions = starts - window + torch.arange(3 * window)[None, :]  # (blocks, 3w)
+        self.key_index = torch.clamp(key_positions, 0, last).reshape(-1)
+        inside = (key_positions >= 0) & (key_positions <= last)
+        key_valid = valid.index_select(1, self.key_index).reshape(self.batch, blocks, 3 * window) & inside
         offsets = torch.arange(3 * window)[None, :] - window - torch.arange(window)[:, None]  # key minus query
-        allowed = (offsets.abs() <= window)[None] & key_valid.transpose(1, 2)  # (batch * blocks, w, 3w)
+        allowed = (offsets.abs() <= window)[None, None] & key_valid[:, :, None, :]  # (batch, blocks, w, 3w)
         bias = (~allowed).float() * torch.finfo(torch.float32).min
         # One copy per head, laid out as the scores are: (batch * heads * blocks, w, 3w).
-        self.bias = bias.reshape(self.batch, 1, blocks, window, 3 * window).expand(-1, heads, -1, -1, -1) \
-            .reshape(-1, window, 3 * window)
+        self.bias = bias[:, None].expand(-1, heads, -1, -1, -1).reshape(-1, window, 3 * window)
 
-    def neighbourhoods(self, tensor):
-        """(b, h, L, d) -> (b * h * blocks, 3w, d): block k's rows from blocks k-1, k and k+1, zero outside."""
-        w, depth = self.window, tensor.shape[-1]
-        padded = self.torch.nn.functional.pad(tensor, (0, 0, w, 2 * w))
-        return self.torch.cat([padded[:, :, start:start + self.padded_length].reshape(-1, w, depth)
-                               for start in (0, w, 2 * w)], dim=1)
-
-    def attend(self, query, key, value, scale: float):
+    def attend(self, query, key, value, scale: float, head_dim: int):
         """Attention of (batch, heads, L, head_dim) inputs, context in the same layout."""
-        torch, w, head_dim = self.torch, self.window, query.shape[-1]
-        blocks_of_queries = torch.nn.functional.pad(query, (0, 0, 0, w))[:, :, :self.padded_length] \
-            .reshape(-1, w, head_dim)
-        scores = torch.matmul(blocks_of_queries, self.neighbourhoods(key).transpose(1, 2)) * scale + self.bias
-        context = _softmax_attend(scores, self.neighbourhoods(value), torch)
+        torch, w = self.torch, self.window
+        queries = query.index_select(2, self.query_index).reshape(-1, w, head_dim)
+        keys = key.index_select(2, self.key_index).reshape(-1, 3 * w, head_dim)
+        values = value.index_select(2, self.key_index).reshape(-1, 3 * w, head_dim)
+        context = _softmax_attend(torch.matmul(queries, keys.transpose(1, 2)) * scale + self.bias, values, torch)
         return context.reshape(self.batch, self.heads, self.padded_length, head_dim)[:, :, :self.length]
