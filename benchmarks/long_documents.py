@@ -102,7 +102,8 @@ def specs(prepared: dict, threads: int, length: int, variants: Sequence[str]) ->
 def markdown(results: dict) -> str:
     lengths = results["lengths"]
     head = " | ".join(f"{n} tokens: s / MB / x" for n in lengths)
-    lines = [f"Long documents, {results['model']}, {results['threads']} threads, one document per call; "
+    cpu = results.get("machine", {}).get("cpu", "unknown CPU")
+    lines = [f"Long documents, {results['model']}, {results['threads']} threads on {cpu}, one document per call; "
              "time is the median of the repeats, MB is the process's peak RSS, x is PyTorch's time over the "
              "engine's at the same length.", "", f"| engine | {head} |", "|---" * (len(lengths) + 1) + "|"]
     for name, rows in results["engines"].items():
