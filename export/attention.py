@@ -154,7 +154,8 @@ class _LocalWindows:
 
     Blocks are cut with one Gather by precomputed positions (clamped into the text; the mask removes the
     clamped keys and the final slice the clamped queries), and every reshape has constant sizes but one, so
-    each layer adds few nodes to the graph: on short texts their count costs more than the arithmetic.
+    each layer adds few nodes to the graph. On very short texts whole 64-query blocks still cost more than
+    the standard L x L scores (measured: 16 tokens, about +6% with fp32 on ONNX Runtime).
     """
 
     def __init__(self, valid, window: int, heads: int, torch) -> None:
