@@ -44,7 +44,6 @@ class Statistics:
 
     absmax: np.ndarray
     gram: np.ndarray
-    tokens_on_axis_1: bool = False  # batch x sequence x channels, so the first token can be sliced off
 
 
 def _imports():
@@ -57,19 +56,11 @@ def _imports():
     return onnx, onnxruntime, QuantType, quantize_dynamic
 
 
-def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
-                first_token_apart: bool = False) -> list[Path]:
-    """Write the q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed dict per text).
-
-    `first_token_apart` runs every smoothed MatMul separately on the first token ([CLS]) of each sequence,
-    so that the other tokens get a dynamic quantization range of their own. On MiniLM it lifts top-10
-    overlap from 0.948 to 0.951 but costs about 18% of the speed (2.05x -> 1.68x fp32), so it is off.
-    """
+def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]]) -> list[Path]:
+    """Write the q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed dict per text)."""
     onnx, _, QuantType, quantize_dynamic = _imports()
     model = onnx.load(str(fp32))
-    smoothed, rounded = smooth(model, calibration)
-    if first_token_apart:
-        _first_token_apart(model, smoothed)
+    rounded = smooth(model, calibration)
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
         smoothed_path = Path(scratch) / "smoothed.onnx"
         onnx.save(model, str(smoothed_path))
@@ -83,14 +74,10 @@ def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.nd
     return [destination]
 
 
-def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = THRESHOLD, alpha: float = ALPHA,
-           gptq: bool = True) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Apply targeted smoothing to `model` in place.
-
-    Returns the names of the smoothed tensors shaped batch x sequence x channels (outputs of the inserted
-    Muls; those `_first_token_apart` can split) and, with `gptq`, the
-    GPTQ int8 values and per-column scales of every weight MatMul, by weight name.
-    """
+def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = THRESHOLD,
+           alpha: float = ALPHA) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Apply targeted smoothing to `model` in place; return the GPTQ int8 values and per-column scales of
+    every weight MatMul (rounded for the smoothed weights), by weight name."""
     from onnx import numpy_helper
 
     weights = {i.name: i for i in model.graph.initializer}
@@ -109,12 +96,10 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
                 weight = numpy_helper.to_array(weights[node.input[1]])
                 weights[node.input[1]].CopyFrom(
                     numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
-    rounded = {}
-    if gptq:
-        rounded = {node.input[1]: gptq_int8(numpy_helper.to_array(weights[node.input[1]]), stats[node.input[0]].gram)
-                   for node in matmuls}
+    rounded = {node.input[1]: gptq_int8(numpy_helper.to_array(weights[node.input[1]]), stats[node.input[0]].gram)
+               for node in matmuls}
     _insert_smoothing(model, scales)
-    return [f"{name}_smoothed" for name in scales if stats[name].tokens_on_axis_1], rounded
+    return rounded
 
 
 def _weight_matmuls(model, weights: dict) -> list:
@@ -158,13 +143,11 @@ def _calibrate(model, inputs: list[str], feeds: list[dict[str, np.ndarray]],
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     absmax: dict[str, np.ndarray] = {}
-    sequence_shaped = dict.fromkeys(inputs, True)
     rows: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
     kept = 0
     for feed in feeds:
         mask = feed.get("attention_mask")
         for name, value in zip(inputs, session.run(inputs, feed)):
-            sequence_shaped[name] &= mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape
             if mask is not None and value.shape[:2] == mask.shape:
                 tokens = value[mask.astype(bool)]
             else:
@@ -176,8 +159,7 @@ def _calibrate(model, inputs: list[str], feeds: list[dict[str, np.ndarray]],
     stats = {}
     for name in inputs:
         matrix = np.concatenate(rows.pop(name)).astype(np.float32)
-        stats[name] = Statistics(absmax[name].astype(np.float64), (matrix.T @ matrix).astype(np.float64),
-                                 sequence_shaped[name])
+        stats[name] = Statistics(absmax[name].astype(np.float64), (matrix.T @ matrix).astype(np.float64))
     return stats
 
 
@@ -228,32 +210,6 @@ def _insert_smoothing(model, smoothed: dict[str, np.ndarray]) -> None:
                                                    name=f"{name}_SmoothingMul"))
             node.input[0] = scaled
         nodes.append(node)
-    model.graph.ClearField("node")
-    model.graph.node.extend(nodes)
-
-
-def _first_token_apart(model, tensors: list[str]) -> None:
-    """Run each MatMul reading one of `tensors` (batch x sequence x channels) twice, on the first token of every
-    sequence and on the others, and concatenate: each part gets a dynamic quantization range of its own."""
-    onnx, _, _, _ = _imports()
-    from onnx import numpy_helper
-
-    make = onnx.helper.make_node
-    model.graph.initializer.extend(numpy_helper.from_array(np.array([value], np.int64), name) for value, name in
-                                   ((0, "first_token_0"), (1, "first_token_1"), (2**62, "first_token_end")))
-    nodes, sliced = [], set()
-    for node in model.graph.node:
-        if node.op_type != "MatMul" or node.input[0] not in tensors:
-            nodes.append(node)
-            continue
-        x, weight, out = node.input[0], node.input[1], node.output[0]
-        if x not in sliced:
-            sliced.add(x)
-            nodes += [make("Slice", [x, "first_token_0", "first_token_1", "first_token_1"], [f"{x}_first"]),
-                      make("Slice", [x, "first_token_1", "first_token_end", "first_token_1"], [f"{x}_rest"])]
-        nodes += [make("MatMul", [f"{x}_first", weight], [f"{out}_first"], name=f"{node.name}_first"),
-                  make("MatMul", [f"{x}_rest", weight], [f"{out}_rest"], name=f"{node.name}_rest"),
-                  make("Concat", [f"{out}_first", f"{out}_rest"], [out], axis=1, name=f"{node.name}_concat")]
     model.graph.ClearField("node")
     model.graph.node.extend(nodes)
 
