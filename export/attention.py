@@ -62,6 +62,8 @@ def efficient_attention(model, fused_global: bool) -> Iterator[None]:
 
 
 def _forward_for(layer, fused_global: bool, torch):
+    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb  # the model's own RoPE
+
     window = layer.local_attention[0] if layer.local_attention != (-1, -1) else None
     scale = layer.head_dim ** -0.5
 
@@ -72,11 +74,11 @@ def _forward_for(layer, fused_global: bool, torch):
         cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)  # (1, length, head_dim)
         if window is None and fused_global:  # stays in (batch, length, heads, head_dim): no transposes
             query, key, value = qkv.unbind(dim=2)
-            query, key = _rotate(query, key, cos.unsqueeze(2), sin.unsqueeze(2), torch)
+            query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=2)
             output = _fused_global(query, key, value, attention_mask, layer.num_heads, scale, torch)
         else:
             query, key, value = qkv.transpose(3, 1).unbind(dim=2)  # (batch, heads, length, head_dim)
-            query, key = _rotate(query, key, cos.unsqueeze(1), sin.unsqueeze(1), torch)
+            query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
             if window is None:
                 context = _softmax_attend(torch.matmul(query, key.transpose(2, 3)) * scale + attention_mask,
                                           value, torch)
@@ -86,16 +88,6 @@ def _forward_for(layer, fused_global: bool, torch):
         return (layer.out_drop(layer.Wo(output)),)
 
     return forward
-
-
-def _rotate(query, key, cos, sin, torch):
-    """RoPE as transformers applies it (rotate_half convention); cos/sin already broadcast over the heads."""
-
-    def half_turn(x):
-        first, second = x.chunk(2, dim=-1)
-        return torch.cat((-second, first), dim=-1)
-
-    return query * cos + half_turn(query) * sin, key * cos + half_turn(key) * sin
 
 
 def _softmax_attend(scores, value, torch):
