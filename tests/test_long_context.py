@@ -4,7 +4,8 @@ Pooled vectors average small errors away, so these compare every token's hidden 
 - Every token of an 8192-token text, per variant and backend. This also caught OpenVINO's fp16 IR rounding
   the rotary inverse frequencies (token cosine 0.99945 instead of 0.999998): angles drift with the position.
 - Lengths around the sliding-window blocks (the tiny model's window is 16, so blocks of 8 tokens) and around
-  127/128/129, 255/256/257, 511/512/513, padded together in one batch: padding must change nothing.
+  127/128/129, 255/256/257, 511/512/513, padded together in one batch: padding must change nothing. The same
+  lengths one by one: texts shorter than a block plus its window take a narrower key window.
 - The standard export (--attention standard) stays available and equal.
 """
 from __future__ import annotations
@@ -117,6 +118,20 @@ def test_block_and_window_boundaries_in_one_padded_batch(long_model, boundary_re
     length, lowest = min(worst.items(), key=lambda item: item[1])
     report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: token cosine min {lowest:.7f} over lengths "
            f"{BOUNDARY_LENGTHS[0]}..{BOUNDARY_LENGTHS[-1]} padded in one batch (worst at {length})")
+    assert lowest >= TOKEN_THRESHOLDS[dtype], worst
+
+
+@pytest.mark.parametrize(("dtype", "backend"), ALL)
+def test_block_and_window_boundaries_one_text_at_a_time(long_model, boundary_reference, report, dtype, backend):
+    references, feeds = boundary_reference
+    graph = load_graph(long_model[1], dtype, backend)
+    worst = {}
+    for row, (n, ref) in enumerate(zip(BOUNDARY_LENGTHS, references)):
+        alone = {name: value[row:row + 1, :n] for name, value in feeds.items()}
+        worst[n] = token_cosines(graph.run(alone)[0], ref).min()
+    length, lowest = min(worst.items(), key=lambda item: item[1])
+    report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: token cosine min {lowest:.7f} over lengths "
+           f"{BOUNDARY_LENGTHS[0]}..{BOUNDARY_LENGTHS[-1]} one at a time (worst at {length})")
     assert lowest >= TOKEN_THRESHOLDS[dtype], worst
 
 
