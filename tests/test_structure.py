@@ -38,9 +38,11 @@ def test_q8_graph_multiplies_in_int8(tiny_export: Path):
     model = onnx.load(str(tiny_export / "onnx/model_quantized.onnx"))
     ops = Counter(node.op_type for node in model.graph.node)
     float_ops = Counter(node.op_type for node in onnx.load(str(tiny_export / "onnx/model.onnx")).graph.node)
-    integer_matmuls = ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"]
+    integer_matmuls = ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"]
     # 4 layers x (Wqkv, Wo, Wi, Wo of the MLP) weight MatMuls; the attention-score MatMuls stay float.
     assert integer_matmuls >= 16, ops
+    # Wqkv and Wi read a LayerNorm: their inputs are quantized per token (one range per row).
+    assert ops["MatMulIntegerToFloat"] == 8 and ops["QuantizeLinear"] == 8, ops
     assert ops["MatMul"] == float_ops["MatMul"] - integer_matmuls
     int8_bytes = _initializer_bytes_by_type(tiny_export / "onnx/model_quantized.onnx")["INT8"]
     assert int8_bytes > 4 * 64 * (3 * 64 + 64 + 2 * 96 + 96) * 0.99
