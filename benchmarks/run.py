@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models import QUANTIZE
+
 if TYPE_CHECKING:  # imported for real in main(), after the thread variables are set
     from engines import EngineSpec
     from texts import TextSet
@@ -47,6 +49,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="only engines matching these names or globs, e.g. 'edgembed-ort-*' st-torch "
                              "(the pytorch reference always runs)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES, default=list(WORKLOAD_NAMES))
+    parser.add_argument("--quantize", nargs="+", metavar="VARIANT", default=list(QUANTIZE),
+                        help="edgembed variants to export and measure (default: %(default)s; fewer export faster)")
     parser.add_argument("--quick", action="store_true", help="few repeats and a 200-text corpus, for smoke tests")
     parser.add_argument("--corpus-size", type=int, help="texts in the corpus workload (default: 2000, --quick 200)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -202,7 +206,7 @@ def run_model(name: str, args: argparse.Namespace, settings: Settings, results: 
 
     log(f"{name}: preparing")
     try:
-        prepared = prepare(name, args.work_dir, log)
+        prepared = prepare(name, args.work_dir, log, quantize=tuple(args.quantize))
         manifest = prepared.manifest
     except Exception as exc:
         log(f"{name}: {error_text(exc)}")
