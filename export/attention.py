@@ -4,9 +4,9 @@ transformers' eager/sdpa ModernBERT builds an L x L mask and L x L scores in eve
 sliding-window ones whose window is `local_attention` tokens. `efficient_attention(model, fused)` swaps each
 attention module's forward, for the length of an export, for one that
 
-- in the sliding-window layers cuts the queries into blocks of w = local_attention // 2 and lets each block
-  attend to the keys of its window (the 3w around it, or all L when the text is shorter), masked to
-  |i - j| <= w and to real tokens: memory and time grow linearly with the length;
+- in the sliding-window layers cuts the queries into blocks of w = local_attention // 2 (one block of L
+  when L < w) and lets each block attend to the keys of its window (the 3w around it, or all L when the
+  text is shorter), masked to |i - j| <= w and to real tokens: memory and time grow linearly with the length;
 - in the global layers either keeps plain MatMul/Softmax/MatMul with a key-padding bias (`fused=False`; the
   OpenVINO CPU plugin fuses this into its own tiled attention), or emits ONNX Runtime's
   `com.microsoft.MultiHeadAttention` (`fused=True`), whose CPU kernel is a flash attention when it gets no mask.
@@ -143,34 +143,36 @@ def _multi_head_attention(torch):
 class _LocalWindows:
     """The sliding-window layers' shared geometry, traced once per forward.
 
-    Queries go in blocks of h = local_attention // 2; each block attends to the K = min(3h, L) consecutive keys
-    that hold its window, from its first query - h moved inside the text. Blocks and windows are cut with one
-    Gather by positions computed here, so every key in a window is a real position and a text of L <= 3h
-    tokens costs what the standard L x L attention costs. The additive mask keeps |i - j| <= h and real tokens;
-    the final slice drops the queries past the end of the last block. Measured on ModernBERT-base (fp32, 2
-    threads): blocks of 16 or 32 queries (fewer wasted keys, more small MatMuls) were 2-8% slower at 512-2048
-    tokens; a fixed K = 3h made 16-token texts 5-10% slower than the standard export.
+    Queries go in blocks of b = min(h, L) (h = local_attention // 2); each block attends to the K = min(3h, L)
+    consecutive keys that hold its window, from its first query - h moved inside the text. Blocks and windows
+    are cut with one Gather by positions computed here, so every key in a window is a real position and a text
+    shorter than h is one block of its own length: short texts cost what the standard L x L attention costs.
+    The additive mask keeps |i - j| <= h and real tokens; the final slice drops the queries past the end of
+    the last block. b and K come from the shapes of sliced position ranges, so the trace keeps them functions
+    of L. Measured on ModernBERT-base (fp32, 2 threads): blocks of 16 or 32 queries (fewer wasted keys, more
+    small MatMuls) were 2-8% slower at 512-2048 tokens; a fixed K = 3h made 16-token texts 5-10% slower.
     """
 
     def __init__(self, valid, window: int, heads: int, torch) -> None:
-        self.torch, self.heads, self.block = torch, heads, window
+        self.torch, self.heads = torch, heads
         self.batch, self.length = valid.shape[0], valid.shape[1]
-        blocks = (self.length + window - 1) // window
-        self.padded_length = blocks * window
-        # A tensor, so the trace keeps K a function of L (a Python int would be frozen at the export's length).
-        keys = torch.clamp(torch._shape_as_tensor(valid)[1], max=3 * window)
-        starts = torch.arange(blocks)[:, None] * window
-        query_positions = starts + torch.arange(window)[None, :]  # (blocks, h)
+        positions = torch.arange(self.length)
+        block_offsets, key_offsets = positions[:window], positions[:3 * window]  # b and K positions
+        self.block, keys = block_offsets.shape[0], key_offsets.shape[0]
+        blocks = (self.length + self.block - 1) // self.block
+        self.padded_length = blocks * self.block
+        starts = torch.arange(blocks)[:, None] * self.block
+        query_positions = starts + block_offsets[None, :]  # (blocks, b)
         self.query_index = torch.clamp(query_positions, max=self.length - 1).reshape(-1)
-        first_key = torch.minimum(torch.clamp(starts - window, min=0), self.length - keys)
-        key_positions = first_key + torch.arange(keys)[None, :]  # (blocks, K), all inside the text
+        first_key = torch.clamp(torch.clamp(starts - window, min=0), max=self.length - keys)
+        key_positions = first_key + key_offsets[None, :]  # (blocks, K), all inside the text
         self.key_index = key_positions.reshape(-1)
-        key_valid = valid.index_select(1, self.key_index).reshape(self.batch, blocks, -1)
-        near = (key_positions[:, None, :] - query_positions[:, :, None]).abs() <= window  # (blocks, h, K)
-        allowed = near[None] & key_valid[:, :, None, :]  # (batch, blocks, h, K)
+        key_valid = valid.index_select(1, self.key_index).reshape(self.batch, blocks, keys)
+        near = (key_positions[:, None, :] - query_positions[:, :, None]).abs() <= window  # (blocks, b, K)
+        allowed = near[None] & key_valid[:, :, None, :]  # (batch, blocks, b, K)
         bias = (~allowed).float() * torch.finfo(torch.float32).min
-        # One copy per head, laid out as the scores are: (batch * heads * blocks, h, K).
-        self.bias = bias[:, None].expand(-1, heads, -1, -1, -1).reshape(-1, window, bias.shape[-1])
+        # One copy per head, laid out as the scores are: (batch * heads * blocks, b, K).
+        self.bias = bias[:, None].expand(-1, heads, -1, -1, -1).reshape(-1, self.block, keys)
 
     def attend(self, query, key, value, scale: float, head_dim: int):
         """Attention of (batch, heads, L, head_dim) inputs, context in the same layout."""
