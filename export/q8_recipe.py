@@ -118,8 +118,12 @@ def _weight_matmuls(model, weights: dict) -> list:
 def _smoothing_targets(model, matmuls: list, weights: dict) -> list[str]:
     """Inputs of the MatMuls fed by a LayerNormalization, and of the down projections (more rows than columns)."""
     producers = _producers(model)
-    targets = [node.input[0] for node in matmuls
-               if _fed_by_layernorm(node, producers) or weights[node.input[1]].dims[0] > weights[node.input[1]].dims[1]]
+
+    def down_projection(node) -> bool:
+        rows, columns = weights[node.input[1]].dims
+        return rows > columns
+
+    targets = [node.input[0] for node in matmuls if _fed_by_layernorm(node, producers) or down_projection(node)]
     return list(dict.fromkeys(targets))
 
 
@@ -146,9 +150,11 @@ def _name_unnamed_nodes(model) -> None:
     taken = {node.name for node in model.graph.node}
     for number, node in enumerate(model.graph.node):
         if not node.name:
-            node.name = next(f"{node.op_type}_{number}_{k}" for k in range(len(taken) + 1)
-                             if f"{node.op_type}_{number}_{k}" not in taken)
-            taken.add(node.name)
+            name = f"{node.op_type}_{number}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
 
 
 def _smoothing_scale(absmax: np.ndarray, threshold: float, alpha: float) -> np.ndarray:
@@ -269,29 +275,14 @@ def _quantize_per_token(model, names: set[str], rounded: dict[str, tuple[np.ndar
         numpy_helper.from_array(np.array(128, np.uint8), "per_token_zero"),
         numpy_helper.from_array(np.array(1.0, np.float32), "per_token_one")])
     replaced: dict[str, list] = {}
-    quantized_inputs: dict[str, str] = {}
+    quantized_inputs: dict[str, str] = {}  # input -> name prefix of its uint8 rows and row scales
     for node in chosen:
         x, weight, y = node.input[0], node.input[1], node.output[0]
         values, column_scale = rounded[weight]
         new = []
         if x not in quantized_inputs:
-            prefix = f"{x}_per_token"
-            new += [helper.make_node("ReduceMax", [x, "per_token_axes"], [f"{prefix}_max"],
-                                     keepdims=1, name=f"{prefix}_ReduceMax"),
-                    helper.make_node("ReduceMin", [x, "per_token_axes"], [f"{prefix}_min"],
-                                     keepdims=1, name=f"{prefix}_ReduceMin"),
-                    helper.make_node("Neg", [f"{prefix}_min"], [f"{prefix}_negmin"], name=f"{prefix}_Neg"),
-                    helper.make_node("Max", [f"{prefix}_max", f"{prefix}_negmin", "per_token_floor"], [f"{prefix}_floored"],
-                                     name=f"{prefix}_Floor"),
-                    helper.make_node("Mul", [f"{prefix}_floored", "per_token_step"], [f"{prefix}_scale"],
-                                     name=f"{prefix}_Scale"),
-                    ] + ([] if quantized_inputs else [  # one zero-point tensor, shaped (batch, length, 1)
-                    helper.make_node("Shape", [f"{prefix}_scale"], ["per_token_rows"], name="per_token_Shape"),
-                    helper.make_node("Expand", ["per_token_zero", "per_token_rows"], ["per_token_zeros"],
-                                     name="per_token_Zeros")]) + [
-                    helper.make_node("QuantizeLinear", [x, f"{prefix}_scale", "per_token_zeros"], [f"{prefix}_uint8"],
-                                     axis=-1, block_size=int(values.shape[0]), name=f"{prefix}_Quantize")]
-            quantized_inputs[x] = prefix
+            new = _row_quantizer(helper, x, f"{x}_per_token", int(values.shape[0]), first=not quantized_inputs)
+            quantized_inputs[x] = f"{x}_per_token"
         prefix = quantized_inputs[x]
         model.graph.initializer.remove(weights[weight])
         model.graph.initializer.extend([numpy_helper.from_array(values, f"{weight}_quantized"),
@@ -308,6 +299,26 @@ def _quantize_per_token(model, names: set[str], rounded: dict[str, tuple[np.ndar
     model.graph.node.extend(nodes)
     _require_opsets(model, {"": 21, "com.microsoft": 1})
     return {node.input[1] for node in chosen}
+
+
+def _row_quantizer(helper, x: str, prefix: str, channels: int, first: bool) -> list:
+    """Nodes writing `{prefix}_scale` (one per row of x) and `{prefix}_uint8`; the first also makes the zeros."""
+    nodes = [helper.make_node("ReduceMax", [x, "per_token_axes"], [f"{prefix}_max"], keepdims=1,
+                              name=f"{prefix}_ReduceMax"),
+             helper.make_node("ReduceMin", [x, "per_token_axes"], [f"{prefix}_min"], keepdims=1,
+                              name=f"{prefix}_ReduceMin"),
+             helper.make_node("Neg", [f"{prefix}_min"], [f"{prefix}_negmin"], name=f"{prefix}_Neg"),
+             helper.make_node("Max", [f"{prefix}_max", f"{prefix}_negmin", "per_token_floor"],
+                              [f"{prefix}_floored"], name=f"{prefix}_Floor"),
+             helper.make_node("Mul", [f"{prefix}_floored", "per_token_step"], [f"{prefix}_scale"],
+                              name=f"{prefix}_Scale")]
+    if first:  # one zero-point tensor of 128s, shaped (batch, length, 1), for every quantized input
+        nodes += [helper.make_node("Shape", [f"{prefix}_scale"], ["per_token_rows"], name="per_token_Shape"),
+                  helper.make_node("Expand", ["per_token_zero", "per_token_rows"], ["per_token_zeros"],
+                                   name="per_token_Zeros")]
+    nodes.append(helper.make_node("QuantizeLinear", [x, f"{prefix}_scale", "per_token_zeros"], [f"{prefix}_uint8"],
+                                  axis=-1, block_size=channels, name=f"{prefix}_Quantize"))
+    return nodes
 
 
 def _require_opsets(model, needed: dict[str, int]) -> None:
