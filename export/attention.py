@@ -146,7 +146,7 @@ class _LocalWindows:
     Queries go in blocks of b = min(h, L) (h = local_attention // 2); each block attends to the K = min(3h, L)
     consecutive keys that hold its window, from its first query - h moved inside the text. Blocks and windows
     are cut with one Gather by positions computed here, so every key in a window is a real position and a text
-    shorter than h is one block of its own length: short texts cost what the standard L x L attention costs.
+    shorter than h is one block of its own length: short texts do the arithmetic of the standard L x L attention.
     The additive mask keeps |i - j| <= h and real tokens; the final slice drops the queries past the end of
     the last block. b and K come from the shapes of sliced position ranges, so the trace keeps them functions
     of L. Measured on ModernBERT-base (fp32, 2 threads): blocks of 16 or 32 queries (fewer wasted keys, more
