@@ -281,7 +281,7 @@ def _quantize_per_token(model, names: set[str], rounded: dict[str, tuple[np.ndar
         values, column_scale = rounded[weight]
         new = []
         if x not in quantized_inputs:
-            new = _row_quantizer(helper, x, f"{x}_per_token", int(values.shape[0]), first=not quantized_inputs)
+            new = _row_quantizer(x, f"{x}_per_token", int(values.shape[0]), first=not quantized_inputs)
             quantized_inputs[x] = f"{x}_per_token"
         prefix = quantized_inputs[x]
         model.graph.initializer.remove(weights[weight])
@@ -301,8 +301,10 @@ def _quantize_per_token(model, names: set[str], rounded: dict[str, tuple[np.ndar
     return {node.input[1] for node in chosen}
 
 
-def _row_quantizer(helper, x: str, prefix: str, channels: int, first: bool) -> list:
+def _row_quantizer(x: str, prefix: str, channels: int, first: bool) -> list:
     """Nodes writing `{prefix}_scale` (one per row of x) and `{prefix}_uint8`; the first also makes the zeros."""
+    from onnx import helper
+
     nodes = [helper.make_node("ReduceMax", [x, "per_token_axes"], [f"{prefix}_max"], keepdims=1,
                               name=f"{prefix}_ReduceMax"),
              helper.make_node("ReduceMin", [x, "per_token_axes"], [f"{prefix}_min"], keepdims=1,

@@ -88,6 +88,15 @@ def boundary_batch(long_ids: np.ndarray) -> tuple[list[np.ndarray], dict[str, np
     return texts, {"input_ids": input_ids, "attention_mask": mask}
 
 
+def check_boundary_rows(rows, references, report, dtype: str, backend: str, how: str) -> None:
+    """Every boundary length's tokens against PyTorch; reports and asserts the worst token cosine."""
+    worst = {n: token_cosines(hidden, ref).min() for n, hidden, ref in zip(BOUNDARY_LENGTHS, rows, references)}
+    length, lowest = min(worst.items(), key=lambda item: item[1])
+    report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: token cosine min {lowest:.7f} over lengths "
+           f"{BOUNDARY_LENGTHS[0]}..{BOUNDARY_LENGTHS[-1]} {how} (worst at {length})")
+    assert lowest >= TOKEN_THRESHOLDS[dtype], worst
+
+
 @pytest.fixture(scope="module")
 def boundary_reference(torch_model, long_ids):
     texts, feeds = boundary_batch(long_ids)
@@ -113,26 +122,17 @@ def test_every_token_matches_at_8192(long_model, long_ids, long_reference, repor
 def test_block_and_window_boundaries_in_one_padded_batch(long_model, boundary_reference, report, dtype, backend):
     references, feeds = boundary_reference
     hidden = load_graph(long_model[1], dtype, backend).run(feeds)
-    worst = {n: token_cosines(hidden[row, :n], ref).min()
-             for row, (n, ref) in enumerate(zip(BOUNDARY_LENGTHS, references))}
-    length, lowest = min(worst.items(), key=lambda item: item[1])
-    report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: token cosine min {lowest:.7f} over lengths "
-           f"{BOUNDARY_LENGTHS[0]}..{BOUNDARY_LENGTHS[-1]} padded in one batch (worst at {length})")
-    assert lowest >= TOKEN_THRESHOLDS[dtype], worst
+    rows = [hidden[row, :n] for row, n in enumerate(BOUNDARY_LENGTHS)]
+    check_boundary_rows(rows, references, report, dtype, backend, "padded in one batch")
 
 
 @pytest.mark.parametrize(("dtype", "backend"), ALL)
 def test_block_and_window_boundaries_one_text_at_a_time(long_model, boundary_reference, report, dtype, backend):
     references, feeds = boundary_reference
     graph = load_graph(long_model[1], dtype, backend)
-    worst = {}
-    for row, (n, ref) in enumerate(zip(BOUNDARY_LENGTHS, references)):
-        alone = {name: value[row:row + 1, :n] for name, value in feeds.items()}
-        worst[n] = token_cosines(graph.run(alone)[0], ref).min()
-    length, lowest = min(worst.items(), key=lambda item: item[1])
-    report(f"tiny ModernBERT {dtype:>4}/{backend:<11}: token cosine min {lowest:.7f} over lengths "
-           f"{BOUNDARY_LENGTHS[0]}..{BOUNDARY_LENGTHS[-1]} one at a time (worst at {length})")
-    assert lowest >= TOKEN_THRESHOLDS[dtype], worst
+    rows = [graph.run({name: value[row:row + 1, :n] for name, value in feeds.items()})[0]
+            for row, n in enumerate(BOUNDARY_LENGTHS)]
+    check_boundary_rows(rows, references, report, dtype, backend, "one at a time")
 
 
 def test_efficient_graph_fuses_global_attention_for_onnxruntime(long_model):
