@@ -75,6 +75,17 @@ def test_openvino_fp16_and_int8_weights(tiny_export: Path):
     assert fp32["f16"] == 0 and fp32["i8"] == 0, fp32
 
 
+def test_openvino_q8_carries_its_activation_group(tiny_export: Path):
+    """The q8 IR tells the CPU plugin to quantize activations in groups of 128, and the plugin takes it."""
+    import openvino as ov
+
+    xml = tiny_export / "openvino/openvino_model_int8.xml"
+    option = ElementTree.parse(xml).getroot().find("rt_info/runtime_options/DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    assert option is not None and option.get("value") == "128"
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 128
+
+
 def test_manifest(tiny_export: Path):
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     assert manifest["format_version"] == 1
