@@ -1,20 +1,27 @@
-"""ModernBERT attention written for export: sliding-window layers block by block, global layers fused.
+"""ModernBERT written for export: sliding-window layers block by block, global layers fused, fewer copies.
 
 transformers' eager/sdpa ModernBERT builds an L x L mask and L x L scores in every layer, including the
-sliding-window ones whose window is `local_attention` tokens. `efficient_attention(model, fused)` swaps each
-attention module's forward, for the length of an export, for one that
+sliding-window ones whose window is `local_attention` tokens. `efficient_attention(model, onnxruntime_ops)`
+swaps each attention module's forward, for the length of an export, for one that
 
 - in the sliding-window layers cuts the queries into blocks of w = local_attention // 2 (one block of L
   when L < w) and lets each block attend to the keys of its window (the 3w around it, or all L when the
   text is shorter), masked to |i - j| <= w and to real tokens: memory and time grow linearly with the length;
-- in the global layers either keeps plain MatMul/Softmax/MatMul with a key-padding bias (`fused=False`; the
-  OpenVINO CPU plugin fuses this into its own tiled attention), or emits ONNX Runtime's
-  `com.microsoft.MultiHeadAttention` (`fused=True`), whose CPU kernel is a flash attention when it gets no mask.
-  Padding reaches it through one extra head dimension instead: queries get a 1, keys get 0 for real tokens and
-  a large negative number for padding, so padded keys score -inf-like and get no weight, and the kernel still
-  takes its flash path.
+- in the global layers either keeps plain MatMul/Softmax/MatMul with a key-padding bias
+  (`onnxruntime_ops=False`; the OpenVINO CPU plugin fuses this into its own tiled attention), or emits
+  ONNX Runtime's `com.microsoft.MultiHeadAttention` (`onnxruntime_ops=True`), whose CPU kernel is a flash
+  attention when it gets no mask. Padding reaches it through one extra head dimension instead: queries get a
+  1, keys get 0 for real tokens and a large negative number for padding, so padded keys score -inf-like and
+  get no weight, and the kernel still takes its flash path.
 
-RoPE, scaling and the float32 softmax are the model's own; the results match the reference to rounding.
+With `onnxruntime_ops=True` the graph also applies RoPE with `com.microsoft.RotaryEmbedding` (one pass
+instead of rotate_half's Slice/Neg/Concat/Mul/Add) and computes Q, K and V as three MatMuls instead of one
+MatMul and a Split. In both graphs the GeGLU input projection is two MatMuls instead of one and two Slices.
+Measured on ModernBERT-base, 2 threads, 32 x 128 tokens: ONNX Runtime q8 1.24 s -> 1.10 s (rotary) -> 0.99 s
+(split projections), fp32 2.35 -> 2.07 s; OpenVINO q8 1.12 -> 1.07 s (split GeGLU projection).
+
+RoPE, scaling and the float32 softmax compute the model's own products; the results match the reference to
+rounding.
 """
 from __future__ import annotations
 
@@ -29,8 +36,11 @@ PADDED_KEY_SCORE = -1.0e9
 
 
 @contextlib.contextmanager
-def efficient_attention(model, fused_global: bool) -> Iterator[None]:
-    """Within the block, `model` (a transformers ModernBertModel) computes attention the efficient way."""
+def efficient_attention(model, onnxruntime_ops: bool) -> Iterator[None]:
+    """Within the block, `model` (a transformers ModernBertModel) computes attention the efficient way.
+
+    `onnxruntime_ops`: emit ONNX Runtime's contrib ops (a graph for ONNX Runtime only), else standard ops.
+    """
     import torch
 
     layers = [module for module in model.modules() if type(module).__name__ == "ModernBertAttention"]
@@ -44,7 +54,7 @@ def efficient_attention(model, fused_global: bool) -> Iterator[None]:
     def masks(attention_mask, output_attentions=False):
         """Built once per call and shared by the layers, in place of the L x L masks transformers builds."""
         valid = attention_mask.to(torch.bool)
-        if fused_global:
+        if onnxruntime_ops:
             global_mask = _key_padding_column(valid, heads, torch)
         else:
             global_mask = _key_padding_bias(valid, torch)
@@ -52,16 +62,19 @@ def efficient_attention(model, fused_global: bool) -> Iterator[None]:
 
     model._update_attention_mask = masks
     for layer in layers:
-        layer.forward = _forward_for(layer, fused_global, torch)
+        layer.forward = _forward_for(layer, onnxruntime_ops, torch)
+    mlps = [module for module in model.modules() if type(module).__name__ == "ModernBertMLP"]
+    for mlp in mlps:
+        mlp.forward = _mlp_forward_for(mlp, torch)
     try:
         yield
     finally:
         model._update_attention_mask = saved_masks
-        for layer in layers:
-            del layer.forward  # back to the class's method
+        for module in layers + mlps:
+            del module.forward  # back to the class's method
 
 
-def _forward_for(layer, fused_global: bool, torch):
+def _forward_for(layer, onnxruntime_ops: bool, torch):
     from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb  # the model's own RoPE
 
     window = layer.local_attention[0] if layer.local_attention != (-1, -1) else None
@@ -70,13 +83,23 @@ def _forward_for(layer, fused_global: bool, torch):
     def forward(hidden_states, output_attentions=False, attention_mask=None, sliding_window_mask=None,
                 position_ids=None, **_unused):
         batch = hidden_states.shape[0]
-        qkv = layer.Wqkv(hidden_states).view(batch, -1, 3, layer.num_heads, layer.head_dim)
-        cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)  # (1, length, head_dim)
-        if window is None and fused_global:  # stays in (batch, length, heads, head_dim): no transposes
-            query, key, value = qkv.unbind(dim=2)
-            query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=2)
-            output = _fused_global(query, key, value, attention_mask, layer.num_heads, scale, torch)
+        if onnxruntime_ops:  # rotary in one op per tensor, in (batch, length, heads * head_dim)
+            query, key, value = _split_linear(layer.Wqkv, hidden_states, 3, torch)
+            cos, sin = layer.rotary_emb(query, position_ids=position_ids)  # (1, length, head_dim)
+            rotate = _rotary_embedding(torch).apply
+            half = layer.head_dim // 2
+            query = rotate(query, cos[0, :, :half], sin[0, :, :half], layer.num_heads)
+            key = rotate(key, cos[0, :, :half], sin[0, :, :half], layer.num_heads)
+            query, key, value = (t.view(batch, -1, layer.num_heads, layer.head_dim) for t in (query, key, value))
+            if window is None:  # no transposes
+                output = _fused_global(query, key, value, attention_mask, layer.num_heads, scale, torch)
+            else:
+                query, key, value = (t.transpose(1, 2) for t in (query, key, value))
+                context = sliding_window_mask.attend(query, key, value, scale, layer.head_dim)
+                output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
         else:
+            qkv = layer.Wqkv(hidden_states).view(batch, -1, 3, layer.num_heads, layer.head_dim)
+            cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)
             query, key, value = qkv.transpose(3, 1).unbind(dim=2)  # (batch, heads, length, head_dim)
             query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
             if window is None:
@@ -88,6 +111,26 @@ def _forward_for(layer, fused_global: bool, torch):
         return (layer.out_drop(layer.Wo(output)),)
 
     return forward
+
+
+def _mlp_forward_for(mlp, torch):
+    """ModernBERT's GeGLU with its input projection as two MatMuls (no Slice copies of the product)."""
+    def forward(hidden_states):
+        inputs, gate = _split_linear(mlp.Wi, hidden_states, 2, torch)
+        return mlp.Wo(mlp.drop(mlp.act(inputs) * gate))
+
+    return forward
+
+
+def _split_linear(linear, x, parts: int, torch) -> list:
+    """linear(x).chunk(parts, dim=-1), computed as one MatMul per block of weight rows.
+
+    The weight slices are constants to the exporter, so each part gets its own initializer, and the graph
+    has no Split/Slice copying the product (measured on ModernBERT-base q8, 32 x 128 tokens: 86 ms of 1.2 s).
+    """
+    weights = linear.weight.chunk(parts, dim=0)
+    biases = linear.bias.chunk(parts) if linear.bias is not None else [None] * parts
+    return [torch.nn.functional.linear(x, weight, bias) for weight, bias in zip(weights, biases)]
 
 
 def _softmax_attend(scores, value, torch):
@@ -138,6 +181,38 @@ def _multi_head_attention(torch):
 
         _FUNCTION = MultiHeadAttention
     return _FUNCTION
+
+
+_ROTARY = None
+
+
+def _rotary_embedding(torch):
+    """An autograd Function that applies ModernBERT's RoPE and exports as com.microsoft.RotaryEmbedding.
+
+    x: (batch, length, heads * head_dim); cos/sin: (length, head_dim / 2), the model's own tables (whose two
+    halves are equal). Same products as the model's q * cos + rotate_half(q) * sin, in one pass over x
+    instead of the seven Slice/Neg/Concat/Mul/Add ops of rotate_half.
+    """
+    global _ROTARY
+    if _ROTARY is None:
+        class RotaryEmbedding(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, cos, sin, heads: int):
+                batch, length, hidden = x.shape
+                first, second = x.view(batch, length, heads, -1).chunk(2, dim=-1)
+                cos, sin = cos[None, :, None], sin[None, :, None]
+                rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+                return rotated.reshape(batch, length, hidden)
+
+            @staticmethod
+            def symbolic(g, x, cos, sin, heads: int):
+                start = g.op("Constant", value_t=torch.zeros(1, dtype=torch.int64))  # positions 0 .. L-1
+                rotated = g.op("com.microsoft::RotaryEmbedding", x, start, cos, sin, num_heads_i=heads)
+                rotated.setType(x.type())
+                return rotated
+
+        _ROTARY = RotaryEmbedding
+    return _ROTARY
 
 
 class _LocalWindows:

@@ -4,7 +4,8 @@ Plain `convert_float_to_float16` breaks the ModernBERT graph (ONNX Runtime refus
 it changed). ONNX Runtime's own converter also rewrites Casts to float into Casts to float16; the nodes that
 compute the rotary cos/sin tables are blocked so positions and angles stay float32 (an fp16 position is
 already wrong past 2048), and Cast(float16)→Cast(float) pairs the converter leaves behind are short-circuited.
-MultiHeadAttention nodes stay float32 too: ONNX Runtime's CPU kernel has no float16 version.
+MultiHeadAttention and RotaryEmbedding nodes stay float32 too: ONNX Runtime's CPU MultiHeadAttention has no
+float16 kernel, and RotaryEmbedding needs its input and its (float32) cos/sin tables in one type.
 """
 from __future__ import annotations
 
@@ -58,8 +59,7 @@ def convert_fp16(fp32: Path, destination: Path) -> list[Path]:
         raise ExportDependencyError(exc.name or "onnxruntime") from None
     model = onnx.load(str(fp32))
     wrapper = OnnxModel(model)
-    # ONNX Runtime's CPU MultiHeadAttention (efficient attention's global layers) runs in float32 only.
-    fused = [node.name for node in model.graph.node if node.op_type == "MultiHeadAttention"]
+    fused = [node.name for node in model.graph.node if node.op_type in ("MultiHeadAttention", "RotaryEmbedding")]
     wrapper.convert_float_to_float16(keep_io_types=True, node_block_list=_rotary_nodes(model.graph) + fused)
     _short_circuit_round_trips(wrapper.model.graph, onnx)
     wrapper.topological_sort()  # the converter appends its Cast nodes at the end of the graph

@@ -96,13 +96,13 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         say("exporting the fp32 ONNX graph with optimum")
         manifest.attention = _attention_mode(request.attention, config, progress)
         fp32_files = _export_graph(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset, manifest.attention,
-                                   fused_global=True)
+                                   onnxruntime_ops=True)
         fp32_path = fp32_files[0]
         openvino_source = fp32_path
         if manifest.attention == "efficient" and "openvino" in request.formats:
-            # ONNX Runtime's fused attention op is not OpenVINO's: its graph gets the plain global attention.
+            # ONNX Runtime's contrib ops are not OpenVINO's: its graph gets plain global attention and RoPE.
             openvino_source = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
-                                            manifest.attention, fused_global=False)[0]
+                                            manifest.attention, onnxruntime_ops=False)[0]
         inputs = onnx_variants.graph_inputs(fp32_path)
         calibration = None
         if ("openvino", "q8-static") in pairs or ("onnx", "q8") in pairs:
@@ -150,11 +150,11 @@ def _attention_mode(requested: str, config, progress: Callable[[str], None]) -> 
     return requested
 
 
-def _export_graph(model, destination: Path, opset: int | None, attention: str, fused_global: bool) -> list[Path]:
+def _export_graph(model, destination: Path, opset: int | None, attention: str, onnxruntime_ops: bool) -> list[Path]:
     """The fp32 ONNX graph, with ModernBERT's attention rewritten when `attention` is efficient."""
     if attention != "efficient":
         return onnx_variants.export_fp32(model, destination, opset)
-    with efficient_attention(model, fused_global):
+    with efficient_attention(model, onnxruntime_ops):
         return onnx_variants.export_fp32(model, destination, opset)
 
 

@@ -195,3 +195,33 @@ def test_chunking_reads_past_max_length(long_model):
     np.testing.assert_allclose(short.encode("a short text", chunking=True), short.encode("a short text"), atol=1e-6)
     with pytest.raises(ValueError, match="chunk_overlap"):
         short.encode(text, chunking=True, chunk_overlap=100)
+
+
+@pytest.mark.parametrize("onnxruntime_ops", [True, False])
+def test_rewritten_forward_matches_the_model_with_biases(onnxruntime_ops):
+    """The export-time forward (split projections, rotary op, blocked windows) computes what the model does,
+    biases included (the tiny exports have none), with padding in the batch."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertModel
+
+    from edgembed.export.attention import efficient_attention
+
+    config = ModernBertConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                              num_attention_heads=4, global_attn_every_n_layers=3, local_attention=LOCAL_WINDOW,
+                              max_position_embeddings=256, pad_token_id=0, attention_bias=True, mlp_bias=True,
+                              initializer_range=0.2, attn_implementation="eager")
+    torch.manual_seed(5)
+    model = ModernBertModel(config).eval()
+    for parameter in model.parameters():  # biases start at zero: give them values
+        torch.nn.init.normal_(parameter, std=0.2)
+    ids = torch.randint(5, 300, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 23:] = 0
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        with efficient_attention(model, onnxruntime_ops):
+            rewritten = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        restored = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(rewritten[real], expected[real], atol=1e-4), (rewritten[real] - expected[real]).abs().max()
+    assert torch.equal(restored, expected)  # the context manager put the model's own forward back

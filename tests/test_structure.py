@@ -39,10 +39,13 @@ def test_q8_graph_multiplies_in_int8(tiny_export: Path):
     ops = Counter(node.op_type for node in model.graph.node)
     float_ops = Counter(node.op_type for node in onnx.load(str(tiny_export / "onnx/model.onnx")).graph.node)
     integer_matmuls = ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"]
-    # 4 layers x (Wqkv, Wo, Wi, Wo of the MLP) weight MatMuls; the attention-score MatMuls stay float.
-    assert integer_matmuls >= 16, ops
-    # Wqkv and Wi read a LayerNorm: their inputs are quantized per token (one range per row).
-    assert ops["MatMulIntegerToFloat"] == 8 and ops["QuantizeLinear"] == 8, ops
+    # 4 layers x (Q, K, V, Wo, the two halves of Wi, Wo of the MLP) weight MatMuls (the efficient export
+    # splits Wqkv and Wi by rows); the attention-score MatMuls stay float.
+    assert integer_matmuls == 28, ops
+    # Q, K, V and Wi's halves read a LayerNorm: their inputs are quantized per token (one range per row),
+    # one quantizer per LayerNorm output.
+    assert ops["MatMulIntegerToFloat"] == 20 and ops["QuantizeLinear"] == 8, ops
+    assert ops["RotaryEmbedding"] == 8 and ops["MultiHeadAttention"] == 2, ops
     assert ops["MatMul"] == float_ops["MatMul"] - integer_matmuls
     int8_bytes = _initializer_bytes_by_type(tiny_export / "onnx/model_quantized.onnx")["INT8"]
     assert int8_bytes > 4 * 64 * (3 * 64 + 64 + 2 * 96 + 96) * 0.99
