@@ -1,9 +1,11 @@
 """The benchmark models: all-MiniLM-L6-v2 from its pip package and ModernBERT shapes with random weights.
 
-Each model is exported once with `edgembed export` into WORK_DIR/NAME/edgembed and reused afterwards.
+Each model is exported once with `edgembed export` into WORK_DIR/NAME/edgembed and reused afterwards, until
+the exporter's source changes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -82,16 +84,32 @@ def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print, atten
         if code != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"edgembed export failed ({code}), see {log_path}: " + " | ".join(tail))
+        _fingerprint_path(out).write_text(exporter_fingerprint())
     return PreparedModel(name=name, source_dir=source, export_dir=out, random_weights=random_weights)
 
 
+def exporter_fingerprint() -> str:
+    """sha256 of the exporter's Python sources: a change to any of them makes every cached export stale."""
+    import edgembed.export
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(edgembed.export.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".exporter-sha256")
+
+
 def _export_matches(out: Path, attention: str, quantize: tuple[str, ...]) -> bool:
-    """An export is reused when it has the requested attention and at least the requested variants."""
+    """An export is reused when the same exporter made it, with the requested attention and variants."""
     try:
         manifest = json.loads((out / "manifest.json").read_text())
+        fingerprint = _fingerprint_path(out).read_text().strip()
     except (OSError, ValueError):
         return False
-    return (manifest.get("attention", "standard") == attention
+    return (fingerprint == exporter_fingerprint() and manifest.get("attention", "standard") == attention
             and set(quantize) <= {variant["dtype"] for variant in manifest["variants"]})
 
 
