@@ -86,28 +86,27 @@ def _forward_for(layer, onnxruntime_ops: bool, torch):
         if onnxruntime_ops:  # rotary in one op per tensor, in (batch, length, heads * head_dim)
             query, key, value = _split_linear(layer.Wqkv, hidden_states, 3, torch)
             cos, sin = layer.rotary_emb(query, position_ids=position_ids)  # (1, length, head_dim)
-            rotate = _rotary_embedding(torch).apply
             half = layer.head_dim // 2
-            query = rotate(query, cos[0, :, :half], sin[0, :, :half], layer.num_heads)
-            key = rotate(key, cos[0, :, :half], sin[0, :, :half], layer.num_heads)
+            cos, sin = cos[0, :, :half], sin[0, :, :half]
+            rotate = _rotary_embedding(torch).apply
+            query, key = rotate(query, cos, sin, layer.num_heads), rotate(key, cos, sin, layer.num_heads)
             query, key, value = (t.view(batch, -1, layer.num_heads, layer.head_dim) for t in (query, key, value))
             if window is None:  # no transposes
                 output = _fused_global(query, key, value, attention_mask, layer.num_heads, scale, torch)
-            else:
-                query, key, value = (t.transpose(1, 2) for t in (query, key, value))
-                context = sliding_window_mask.attend(query, key, value, scale, layer.head_dim)
-                output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
+                return (layer.out_drop(layer.Wo(output)),)
+            query, key, value = (t.transpose(1, 2) for t in (query, key, value))
         else:
             qkv = layer.Wqkv(hidden_states).view(batch, -1, 3, layer.num_heads, layer.head_dim)
             cos, sin = layer.rotary_emb(qkv, position_ids=position_ids)
-            query, key, value = qkv.transpose(3, 1).unbind(dim=2)  # (batch, heads, length, head_dim)
+            query, key, value = qkv.transpose(3, 1).unbind(dim=2)
             query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
-            if window is None:
-                context = _softmax_attend(torch.matmul(query, key.transpose(2, 3)) * scale + attention_mask,
-                                          value, torch)
-            else:
-                context = sliding_window_mask.attend(query, key, value, scale, layer.head_dim)
-            output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
+        # (batch, heads, length, head_dim) from here on
+        if window is None:
+            context = _softmax_attend(torch.matmul(query, key.transpose(2, 3)) * scale + attention_mask,
+                                      value, torch)
+        else:
+            context = sliding_window_mask.attend(query, key, value, scale, layer.head_dim)
+        output = context.transpose(1, 2).reshape(batch, -1, layer.all_head_size)
         return (layer.out_drop(layer.Wo(output)),)
 
     return forward
