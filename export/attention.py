@@ -26,6 +26,7 @@ rounding.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 ATTENTION_MODES = ("efficient", "standard")
@@ -157,34 +158,27 @@ def _fused_global(query, key, value, padding_column, heads: int, scale: float, t
     return _multi_head_attention(torch).apply(query_plus, key_plus, value.reshape(batch, length, -1), heads, scale)
 
 
-_FUNCTION = None
-
-
+@functools.cache
 def _multi_head_attention(torch):
     """An autograd Function that computes attention in PyTorch and exports as com.microsoft.MultiHeadAttention."""
-    global _FUNCTION
-    if _FUNCTION is None:
-        class MultiHeadAttention(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, query, key, value, heads: int, scale: float):
-                batch, length, _ = query.shape
-                q = query.reshape(batch, length, heads, -1).transpose(1, 2)
-                k = key.reshape(batch, length, heads, -1).transpose(1, 2)
-                v = value.reshape(batch, length, heads, -1).transpose(1, 2)
-                out = _softmax_attend(torch.matmul(q, k.transpose(2, 3)) * scale, v, torch)
-                return out.transpose(1, 2).reshape(batch, length, -1)
+    class MultiHeadAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, query, key, value, heads: int, scale: float):
+            batch, length, _ = query.shape
+            q = query.reshape(batch, length, heads, -1).transpose(1, 2)
+            k = key.reshape(batch, length, heads, -1).transpose(1, 2)
+            v = value.reshape(batch, length, heads, -1).transpose(1, 2)
+            out = _softmax_attend(torch.matmul(q, k.transpose(2, 3)) * scale, v, torch)
+            return out.transpose(1, 2).reshape(batch, length, -1)
 
-            @staticmethod
-            def symbolic(g, query, key, value, heads: int, scale: float):
-                return g.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=heads, scale_f=scale)
+        @staticmethod
+        def symbolic(g, query, key, value, heads: int, scale: float):
+            return g.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=heads, scale_f=scale)
 
-        _FUNCTION = MultiHeadAttention
-    return _FUNCTION
+    return MultiHeadAttention
 
 
-_ROTARY = None
-
-
+@functools.cache
 def _rotary_embedding(torch):
     """An autograd Function that applies ModernBERT's RoPE and exports as com.microsoft.RotaryEmbedding.
 
@@ -192,26 +186,23 @@ def _rotary_embedding(torch):
     halves are equal). Same products as the model's q * cos + rotate_half(q) * sin, in one pass over x
     instead of the seven Slice/Neg/Concat/Mul/Add ops of rotate_half.
     """
-    global _ROTARY
-    if _ROTARY is None:
-        class RotaryEmbedding(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, cos, sin, heads: int):
-                batch, length, hidden = x.shape
-                first, second = x.view(batch, length, heads, -1).chunk(2, dim=-1)
-                cos, sin = cos[None, :, None], sin[None, :, None]
-                rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-                return rotated.reshape(batch, length, hidden)
+    class RotaryEmbedding(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, cos, sin, heads: int):
+            batch, length, hidden = x.shape
+            first, second = x.view(batch, length, heads, -1).chunk(2, dim=-1)
+            cos, sin = cos[None, :, None], sin[None, :, None]
+            rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+            return rotated.reshape(batch, length, hidden)
 
-            @staticmethod
-            def symbolic(g, x, cos, sin, heads: int):
-                start = g.op("Constant", value_t=torch.zeros(1, dtype=torch.int64))  # positions 0 .. L-1
-                rotated = g.op("com.microsoft::RotaryEmbedding", x, start, cos, sin, num_heads_i=heads)
-                rotated.setType(x.type())
-                return rotated
+        @staticmethod
+        def symbolic(g, x, cos, sin, heads: int):
+            start = g.op("Constant", value_t=torch.zeros(1, dtype=torch.int64))  # positions 0 .. L-1
+            rotated = g.op("com.microsoft::RotaryEmbedding", x, start, cos, sin, num_heads_i=heads)
+            rotated.setType(x.type())
+            return rotated
 
-        _ROTARY = RotaryEmbedding
-    return _ROTARY
+    return RotaryEmbedding
 
 
 class _LocalWindows:
