@@ -113,7 +113,7 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
             files = _convert(fmt, dtype, source_graph, out, request.q4_block_size, calibration)
             variant = Variant(
                 format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
-                precision_hint=openvino_variants.PRECISION_HINT if fmt == "openvino" else None,
+                precision_hint=openvino_variants.precision_hint(dtype) if fmt == "openvino" else None,
                 quantization=_quantization(fmt, dtype, request.q4_block_size),
             )
             threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])

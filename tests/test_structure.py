@@ -105,7 +105,7 @@ def test_manifest(tiny_export: Path):
         assert fidelity["texts"] >= 20
         assert variant["inputs"] == ["input_ids", "attention_mask"]
         if variant["format"] == "openvino":
-            assert variant["precision_hint"] == "f32"
+            assert variant["precision_hint"] == ("bf16" if variant["dtype"] == "q8" else "f32")
         for entry in variant["files"]:
             data = (tiny_export / entry["path"]).read_bytes()
             assert len(data) == entry["bytes"]
