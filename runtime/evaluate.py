@@ -13,6 +13,9 @@ from .manifest import BACKEND_FORMATS, Manifest
 from .pooling import normalize
 
 TOP_K = 10
+# Timed passes over the documents per variant. The variants take turns (the order reverses every round) and
+# each keeps its best pass, so a slow spell of a shared machine does not land on one variant only.
+SPEED_PASSES = 3
 
 
 @dataclass
@@ -51,10 +54,7 @@ def evaluate_embedder(embedder: Embedder, queries: list[str], documents: list[st
                       reference_queries: np.ndarray, reference_documents: np.ndarray, reference: str,
                       batch_size: int = 32) -> Evaluation:
     """Embed queries and documents (no prompts, normalized) and compare with the reference embeddings."""
-    embedder.encode(documents[:batch_size], batch_size=batch_size, prompt="")  # warm-up
-    start = time.perf_counter()
-    document_vectors = embedder.encode(documents, batch_size=batch_size, prompt="", normalize=True)
-    rate = len(documents) / (time.perf_counter() - start)
+    document_vectors, rate = _timed_documents(embedder, documents, batch_size)
     query_vectors = embedder.encode(queries, batch_size=batch_size, prompt="", normalize=True)
     sims = cosine_per_row(np.concatenate([query_vectors, document_vectors]),
                           np.concatenate([reference_queries, reference_documents]))
@@ -66,9 +66,28 @@ def evaluate_embedder(embedder: Embedder, queries: list[str], documents: list[st
                       reference=reference)
 
 
+def documents_per_second(embedder: Embedder, documents: list[str], batch_size: int = 32) -> float:
+    """Texts per second of one timed pass over `documents`, as evaluate_embedder times it."""
+    return _timed_documents(embedder, documents, batch_size)[1]
+
+
+def _timed_documents(embedder: Embedder, documents: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+    """The normalized document vectors and texts per second of the pass (after a one-batch warm-up)."""
+    embedder.encode(documents[:batch_size], batch_size=batch_size, prompt="")
+    start = time.perf_counter()
+    vectors = embedder.encode(documents, batch_size=batch_size, prompt="", normalize=True)
+    return vectors, len(documents) / (time.perf_counter() - start)
+
+
 def evaluate_directory(directory: Path, queries: list[str], documents: list[str], threads: int | None = None,
-                       progress=print) -> list[Evaluation]:
-    """Every variant × installed backend of an exported directory, against its fp32 variant."""
+                       passes: int = SPEED_PASSES, progress=print) -> list[Evaluation]:
+    """Every variant × installed backend of an exported directory, against its fp32 variant.
+
+    Speed is the best of `passes` passes over the documents; after the first (the fidelity pass) the variants
+    take turns, each loaded again for its pass so only one model is in memory at a time.
+    """
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be a positive integer, got {passes!r}")
     manifest = Manifest.read(directory)
     installed = installed_backends()
     pairs = [(v.dtype, name) for v in manifest.variants for name, fmt in BACKEND_FORMATS.items()
@@ -87,6 +106,15 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
         embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads)
         results.append(evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents,
                                          label))
+    del embedder, reference_model
+    for round_number in range(1, passes):
+        progress(f"speed pass {round_number + 1} of {passes}")
+        turn = list(zip(pairs, results))
+        for (dtype, backend), result in turn[::-1] if round_number % 2 else turn:
+            embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads)
+            rate = documents_per_second(embedder, documents)
+            result.texts_per_second = max(result.texts_per_second, round(rate, 1))
+            del embedder
     return results
 
 
