@@ -83,8 +83,8 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
                        passes: int = SPEED_PASSES, progress=print) -> list[Evaluation]:
     """Every variant × installed backend of an exported directory, against its fp32 variant.
 
-    Speed is the best of `passes` passes over the documents; after the first (the fidelity pass) the variants
-    take turns, each loaded again for its pass so only one model is in memory at a time.
+    Speed is the best of `passes` passes over the documents. After the first (the fidelity pass) the variants
+    take turns, each loaded again for its pass, so those passes hold one model in memory at a time.
     """
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
         raise ValueError(f"passes must be a positive integer, got {passes!r}")
