@@ -149,9 +149,8 @@ class Embedder:
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         _check_texts(items)
-        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_batch_tokens", max_batch_tokens)
         self._check_dim(dim)
         if chunking:
             chunk_overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else chunk_overlap
@@ -236,6 +235,12 @@ class Embedder:
                              + (f"; this model was trained for {self.manifest.matryoshka_dims}"
                                 if self.manifest.matryoshka_dims else ""))
         return dim
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise ValueError unless `value` is an int (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_texts(items: list[object]) -> None:

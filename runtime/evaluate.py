@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import installed_backends
-from .embedder import Embedder
+from .embedder import Embedder, check_positive_int
 from .manifest import BACKEND_FORMATS, Manifest
 from .pooling import normalize
 
@@ -86,8 +86,7 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
     Speed is the best of `passes` passes over the documents. After the first (the fidelity pass) the variants
     take turns, each loaded again for its pass, so those passes hold one model in memory at a time.
     """
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be a positive integer, got {passes!r}")
+    check_positive_int("passes", passes)
     manifest = Manifest.read(directory)
     installed = installed_backends()
     pairs = [(v.dtype, name) for v in manifest.variants for name, fmt in BACKEND_FORMATS.items()
