@@ -24,6 +24,9 @@ def _add_embed_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--max-length", type=int, help="token limit per text (default: the manifest's)")
     parser.add_argument("--threads", type=int, help="inference threads (default: the backend's choice)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--streams", type=_positive_int, metavar="N",
+                        help="batches run at once for several texts, sharing the threads (default: 2 on a "
+                             "CPU with 2+ cores; 1 turns it off)")
     parser.add_argument("--chunking", action="store_true",
                         help="embed texts longer than max-length as overlapping windows pooled together "
                              "instead of cutting them")
@@ -35,7 +38,7 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
     model = Embedder.load(args.model_dir, variant=args.variant, backend=args.backend,
-                          max_length=args.max_length, threads=args.threads)
+                          max_length=args.max_length, threads=args.threads, streams=args.streams)
     if "auto" in (args.variant, args.backend):
         print(f"edgembed embed: using {model.describe()}", file=sys.stderr)
     vectors = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, dim=args.dim,
@@ -69,6 +72,9 @@ def _add_eval_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--passes", type=_positive_int, default=SPEED_PASSES, metavar="N",
                         help=f"timed passes over the documents per variant, taken in turns; the best counts "
                              f"(default: {SPEED_PASSES})")
+    parser.add_argument("--streams", type=_positive_int, metavar="N",
+                        help="batches run at once for several texts, sharing the threads (default: 2 on a "
+                             "CPU with 2+ cores; 1 turns it off)")
     parser.set_defaults(handler=_run_eval)
 
 
@@ -80,7 +86,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     default_queries, default_documents = evaluation_set() if not (args.texts and args.queries) else ([], [])
     documents = read_texts(args.texts, args.field, "--field") if args.texts else default_documents
     queries = read_texts(args.queries, args.field, "--field") if args.queries else default_queries
-    results = evaluate_directory(args.model_dir, queries, documents, args.threads, args.passes,
+    results = evaluate_directory(args.model_dir, queries, documents, args.threads, args.passes, args.streams,
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
     table = markdown_table(results)
     report = args.report or args.model_dir / "eval"
@@ -88,7 +94,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     (report / "report.json").write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     header = (f"# edgembed eval of {args.model_dir}\n\n{len(queries)} queries, {len(documents)} documents; "
               f"reference: {results[0].reference}; texts/s: the best of {args.passes} passes over the "
-              f"documents, the variants taking turns.\n\n")
+              f"documents, the variants taking turns; batches at a time: {args.streams or 'default'}.\n\n")
     (report / "report.md").write_text(header + table + "\n")
     drew = plot(results, report / "fidelity_vs_speed.png")
     print(table)

@@ -1,8 +1,10 @@
 """Embedder: text in, float32 embeddings out, no torch anywhere."""
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from .manifest import BACKEND_FORMATS, Manifest, Variant
 from .pooling import normalize as l2_normalize
 from .pooling import combine_windows, pool, truncate_dim
 from .similarity import similarity_matrix
+from .streams import Streams, resolve_streams
 from .tokenization import Batch, TextTokenizer
 
 # Picked when load() is given no variant: fastest first on a CPU.
@@ -42,28 +45,35 @@ class Embedder:
     """Embeds texts with one exported variant on one backend."""
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, backend: Backend,
-                 tokenizer: TextTokenizer, reason: str = "requested") -> None:
+                 tokenizer: TextTokenizer, reason: str = "requested", streams: Streams | None = None) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
         self._variant = variant
         self._backend = backend
         self._tokenizer = tokenizer
         self._reason = reason
+        self._streams = streams
 
     @classmethod
     def load(cls, path: str | Path, variant: str | None = None, backend: str | None = None,
              max_length: int | None = None, threads: int | None = None,
-             providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE) -> "Embedder":
-        """Load an exported model directory (the output of `edgembed export`)."""
+             providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE,
+             streams: int | None = None) -> "Embedder":
+        """Load an exported model directory (the output of `edgembed export`).
+
+        `threads`: inference threads (default: the physical cores). `streams`: with several texts, how many
+        batches run at once, each on threads // streams threads (default: 2 on a CPU with 2+ cores, 1 turns it
+        off). A single text always gets all the threads.
+        """
         directory = Path(path)
         return cls.from_manifest(directory, Manifest.read(directory), variant, backend, max_length, threads,
-                                 providers, auto_min_cosine)
+                                 providers, auto_min_cosine, streams)
 
     @classmethod
     def from_manifest(cls, directory: Path, manifest: Manifest, variant: str | None = None,
                       backend: str | None = None, max_length: int | None = None, threads: int | None = None,
                       providers: Sequence[str] | None = None,
-                      auto_min_cosine: float = AUTO_MIN_COSINE) -> "Embedder":
+                      auto_min_cosine: float = AUTO_MIN_COSINE, streams: int | None = None) -> "Embedder":
         """Build an Embedder from an in-memory manifest (used by the exporter to validate).
 
         `variant="auto"` and/or `backend="auto"` pick the fastest installed variant whose recorded
@@ -83,12 +93,17 @@ class Embedder:
                 f"{chosen.fidelity.cosine_min:.4f} < threshold {chosen.fidelity.threshold}", stacklevel=2)
         for entry in chosen.files:
             _check_file(directory, entry.path, entry.bytes)
+        on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
+        stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
         options = BackendOptions(threads=threads, precision_hint=chosen.precision_hint,
                                  providers=tuple(providers) if providers else None)
         compiled = load_backend(backend_name, directory / chosen.model_file, chosen.output, options)
+        stream_options = replace(options, threads=total_threads, streams=stream_count)
+        compile_streams = functools.partial(load_backend, backend_name, directory / chosen.model_file, chosen.output,
+                                            stream_options)
         limit = _check_max_length(manifest, max_length)
         tokenizer = TextTokenizer(directory / manifest.tokenizer_file, limit, manifest.pad_token_id)
-        return cls(directory, manifest, chosen, compiled, tokenizer, reason)
+        return cls(directory, manifest, chosen, compiled, tokenizer, reason, Streams(stream_count, compile_streams))
 
     @property
     def dimension(self) -> int:
@@ -127,8 +142,10 @@ class Embedder:
         """One line: the variant and backend in use, why, and their recorded fidelity."""
         fidelity = self._variant.fidelity
         figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
+        streams = self._streams.count if self._streams else 1
         return (f"{self.variant} on {self.backend} ({self._reason}){figure}; "
-                f"dimension {self.dimension}, max_length {self.max_length}")
+                f"dimension {self.dimension}, max_length {self.max_length}, "
+                + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time"))
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
@@ -140,7 +157,9 @@ class Embedder:
         with neither, the manifest's default prompt applies. `normalize=None` follows the model
         (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
         Texts are tokenized once, sorted by length and batched by `batch_size` and by
-        `max_batch_tokens` (padded tokens per batch); results come back in input order.
+        `max_batch_tokens` (padded tokens per batch); results come back in input order. With streams
+        (see load()), several texts are cut into at least that many batches, which run at once and share
+        the token budget.
         `chunking=True` embeds a text longer than max_length as windows of max_length tokens that share
         `chunk_overlap` tokens (default max_length // 8), pooled together (see `combine_windows`) instead of
         cutting it at max_length. Each window sees only its own tokens, so this approximates a model that
@@ -167,10 +186,19 @@ class Embedder:
             encodings = self._tokenize(items, truncate) if items else []
         lengths = [len(encoding.ids) for encoding in encodings]
         vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
-        for rows in plan_batches(lengths, batch_size, max_batch_tokens):
+
+        def embed(backend: Backend, rows: list[int]) -> None:
             batch = self._tokenizer.pad([encodings[row] for row in rows])
-            hidden = self._backend.run(self._feeds(batch))
-            vectors[rows] = pool(hidden, batch.attention_mask, self.manifest.pooling)
+            vectors[rows] = pool(backend.run(self._feeds(batch)), batch.attention_mask, self.manifest.pooling)
+
+        streams = self._streams.count if self._streams else 1
+        if streams > 1 and len(encodings) > 1:
+            per_stream = -(-len(encodings) // streams)  # every stream gets a batch
+            self._streams.map(embed, plan_batches(lengths, min(batch_size, per_stream),
+                                                  max(1, max_batch_tokens // streams)))
+        else:
+            for rows in plan_batches(lengths, batch_size, max_batch_tokens):
+                embed(self._backend, rows)
         if owners is not None:
             vectors = combine_windows(vectors, owners, np.asarray(lengths, np.float32), self.manifest.pooling,
                                       len(items))

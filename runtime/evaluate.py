@@ -80,7 +80,8 @@ def _timed_documents(embedder: Embedder, documents: list[str], batch_size: int) 
 
 
 def evaluate_directory(directory: Path, queries: list[str], documents: list[str], threads: int | None = None,
-                       passes: int = SPEED_PASSES, progress=print) -> list[Evaluation]:
+                       passes: int = SPEED_PASSES, streams: int | None = None,
+                       progress=print) -> list[Evaluation]:
     """Every variant × installed backend of an exported directory, against its fp32 variant.
 
     Speed is the best of `passes` passes over the documents. After the first (the fidelity pass) the variants
@@ -95,14 +96,15 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
     if reference_pair is None:
         raise ValueError(f"{directory} has no fp32 variant on an installed backend to compare with; "
                          "export it with --quantize fp32 ...")
-    reference_model = Embedder.load(directory, variant=reference_pair[0], backend=reference_pair[1], threads=threads)
+    reference_model = Embedder.load(directory, variant=reference_pair[0], backend=reference_pair[1],
+                                    threads=threads, streams=streams)
     reference_queries = reference_model.encode(queries, prompt="", normalize=True)
     reference_documents = reference_model.encode(documents, prompt="", normalize=True)
     label = f"fp32/{reference_pair[1]}"
     results = []
     for dtype, backend in pairs:
         progress(f"evaluating {dtype} on {backend}")
-        embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads)
+        embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads, streams=streams)
         results.append(evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents,
                                          label))
     del embedder, reference_model
@@ -110,7 +112,7 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
         progress(f"speed pass {round_number + 1} of {passes}")
         turn = list(zip(pairs, results))
         for (dtype, backend), result in turn[::-1] if round_number % 2 else turn:
-            embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads)
+            embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads, streams=streams)
             rate = documents_per_second(embedder, documents)
             result.texts_per_second = max(result.texts_per_second, round(rate, 1))
             del embedder

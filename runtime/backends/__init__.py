@@ -15,9 +15,13 @@ from ..tokenization import Batch
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Settings a backend applies when it compiles a graph."""
+    """Settings a backend applies when it compiles a graph.
+
+    `streams`: how many callers will run the graph at the same time; the `threads` are shared among them.
+    """
 
     threads: int | None = None
+    streams: int = 1
     precision_hint: str | None = None
     providers: tuple[str, ...] | None = None
 

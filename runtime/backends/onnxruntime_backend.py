@@ -24,8 +24,8 @@ class OnnxRuntimeBackend:
             raise BackendUnavailableError(self.name, "onnxruntime", BACKEND_EXTRAS[self.name]) from None
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if options.threads:
-            session_options.intra_op_num_threads = options.threads
+        if options.threads:  # each concurrent run() gets its share of the threads
+            session_options.intra_op_num_threads = max(1, options.threads // options.streams)
             session_options.inter_op_num_threads = 1
         providers = list(options.providers) if options.providers else ["CPUExecutionProvider"]
         try:

@@ -26,6 +26,8 @@ class OpenVinoBackend:
             config["INFERENCE_PRECISION_HINT"] = options.precision_hint
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        if options.streams > 1:  # one stream per concurrent caller, each with its share of the threads
+            config["NUM_STREAMS"] = str(options.streams)
         try:
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)

@@ -1,0 +1,59 @@
+"""Batch-level parallelism: with several texts, run several batches at once, each on its share of the threads.
+
+On the 2-core machines measured (benchmarks/README.md), two batches in flight with one thread each beat one
+batch with two threads: the short element-wise ops between the MatMuls spend as much time handing work to the
+second thread as they save by it. Single texts still run on all threads (the latency path), so the graph is
+compiled twice: once for latency, once, on the first call with several batches, for streams.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from .backends import Backend
+from .cpu import physical_cores
+
+Item = TypeVar("Item")
+
+
+def resolve_streams(streams: int | None, threads: int | None, on_cpu: bool) -> tuple[int, int]:
+    """(streams, threads shared by them) for a load() call; `streams=None` picks 2 on a CPU with 2+ cores, else 1.
+
+    ValueError when `streams` is not a positive integer or exceeds the threads.
+    """
+    total = threads or physical_cores()
+    if streams is None:
+        return (2 if on_cpu and total >= 2 else 1), total
+    if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+        raise ValueError(f"streams must be a positive integer, got {streams!r}")
+    if streams > total:
+        raise ValueError(f"streams={streams} exceeds the {total} threads (each stream needs one); "
+                         f"pass streams <= {total}, or more threads")
+    return streams, total
+
+
+class Streams:
+    """A graph compiled for `count` concurrent callers (built on first use) and the worker threads that call it."""
+
+    def __init__(self, count: int, compile_graph: Callable[[], Backend]) -> None:
+        self.count = count
+        self._compile = compile_graph
+        self._backend: Backend | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_pid = 0  # a forked child has none of its parent's threads and starts its own
+        self._lock = threading.Lock()
+
+    def map(self, work: Callable[[Backend, Item], None], items: Sequence[Item]) -> None:
+        """work(backend, item) for every item, `count` at a time; the first exception is raised here."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._compile()
+            if self._workers is None or self._workers_pid != os.getpid():
+                self._workers = ThreadPoolExecutor(self.count, thread_name_prefix="edgembed-stream")
+                self._workers_pid = os.getpid()
+            backend, workers = self._backend, self._workers
+        for _ in workers.map(lambda item: work(backend, item), items):
+            pass

@@ -1,0 +1,78 @@
+"""Streams: several batches at once for several texts, all threads for one text, the same vectors either way."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import cosines
+
+from edgembed.runtime import Embedder
+from edgembed.runtime import embedder as embedder_module
+from edgembed.runtime.backends import BackendOptions, load_backend
+from edgembed.runtime.manifest import Manifest
+from edgembed.runtime.streams import resolve_streams
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_give_the_vectors_of_one_batch_at_a_time(tiny_export, parity_texts, backend):
+    texts = parity_texts[:40]
+    sequential = Embedder.load(tiny_export, variant="fp32", backend=backend, threads=2, streams=1)
+    parallel = Embedder.load(tiny_export, variant="fp32", backend=backend, threads=2, streams=2)
+    expected = sequential.encode(texts, batch_size=8)
+    got = parallel.encode(texts, batch_size=8, max_batch_tokens=400)
+    assert got.shape == expected.shape
+    assert cosines(expected, got).min() >= 0.99999
+    assert "2 batches at a time" in parallel.describe()
+    assert "one batch at a time" in sequential.describe()
+
+
+def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_export, monkeypatch):
+    compiled: list[BackendOptions] = []
+
+    def recording_load(name, path, output, options):
+        compiled.append(options)
+        return load_backend(name, path, output, options)
+
+    monkeypatch.setattr(embedder_module, "load_backend", recording_load)
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+    assert [(o.threads, o.streams) for o in compiled] == [(2, 1)]
+    model.encode("a single query")
+    model.encode(["one text in a list"])
+    assert len(compiled) == 1  # no second graph for single texts
+    model.encode(["first text", "second text", "a third, longer text"])
+    model.encode(["and", "again"])
+    assert [(o.threads, o.streams) for o in compiled] == [(2, 1), (2, 2)]
+
+
+def test_openvino_compiles_one_stream_per_caller(tiny_export):
+    manifest = Manifest.read(tiny_export)
+    variant = manifest.find("openvino", "fp32")
+    backend = load_backend("openvino", tiny_export / variant.model_file, variant.output,
+                           BackendOptions(threads=2, streams=2))
+    assert int(backend._compiled.get_property("NUM_STREAMS")) == 2
+
+
+def test_bad_stream_counts_are_refused(tiny_export):
+    with pytest.raises(ValueError, match="streams must be a positive integer, got 0"):
+        Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", streams=0)
+    with pytest.raises(ValueError, match="streams=3 exceeds the 2 threads"):
+        Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=3)
+
+
+def test_default_streams_follow_the_cores_and_the_device():
+    assert resolve_streams(None, 4, on_cpu=True) == (2, 4)
+    assert resolve_streams(None, 1, on_cpu=True) == (1, 1)
+    assert resolve_streams(None, 4, on_cpu=False) == (1, 4)
+    assert resolve_streams(3, 4, on_cpu=True) == (3, 4)
+
+
+def test_an_error_in_a_stream_reaches_the_caller(tiny_export, monkeypatch):
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+
+    def broken_pool(hidden, mask, pooling):
+        raise RuntimeError("pooling failed")
+
+    monkeypatch.setattr(embedder_module, "pool", broken_pool)
+    with pytest.raises(RuntimeError, match="pooling failed"):
+        model.encode(["one", "two", "three"])
+    monkeypatch.undo()
+    assert np.isfinite(model.encode(["one", "two", "three"])).all()
