@@ -33,6 +33,7 @@ class EngineSpec:
     hidden_size: int
     backend: str | None = None  # st: torch/onnx/openvino; edgembed: onnxruntime/openvino
     variant: str | None = None  # edgembed: fp32/fp16/q8
+    streams: int | None = None  # edgembed: batches at a time for several texts (None: the runtime's default)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,9 @@ def engine_specs(source_dir: str, export_dir: str, manifest: dict, threads: int,
         for dtype in sorted(dtypes, key=lambda d: (DTYPE_ORDER.index(d) if d in DTYPE_ORDER else len(DTYPE_ORDER), d)):
             specs.append(EngineSpec(f"edgembed-{BACKEND_SHORT[backend]}-{dtype}", "edgembed",
                                     backend=backend, variant=dtype, **common))
+            if dtype == "q8":  # what streams buy, in the same run
+                specs.append(EngineSpec(f"edgembed-{BACKEND_SHORT[backend]}-{dtype}-1stream", "edgembed",
+                                        backend=backend, variant=dtype, streams=1, **common))
     if patterns:
         specs = [s for s in specs if s.name == REFERENCE or any(fnmatch.fnmatch(s.name, p) for p in patterns)]
     return specs
@@ -165,7 +169,7 @@ class EdgembedEngine:
         from edgembed.runtime import Embedder
 
         self._model = Embedder.load(spec.export_dir, variant=spec.variant, backend=spec.backend,
-                                    threads=spec.threads, max_length=spec.max_length)
+                                    threads=spec.threads, max_length=spec.max_length, streams=spec.streams)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self._model.encode(texts, batch_size=batch_size)
