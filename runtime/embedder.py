@@ -31,7 +31,7 @@ from .manifest import BACKEND_FORMATS, Manifest, Variant
 from .pooling import normalize as l2_normalize
 from .pooling import combine_windows, pool, truncate_dim
 from .similarity import similarity_matrix
-from .streams import Streams, resolve_streams
+from .streams import STREAM_BATCH_TOKENS, Streams, resolve_streams
 from .tokenization import Batch, TextTokenizer
 
 # Picked when load() is given no variant: fastest first on a CPU.
@@ -158,8 +158,8 @@ class Embedder:
         (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
         Texts are tokenized once, sorted by length and batched by `batch_size` and by
         `max_batch_tokens` (padded tokens per batch); results come back in input order. With streams
-        (see load()), several texts are cut into at least that many batches, which run at once and share
-        the token budget.
+        (see load()), several texts are cut into at least that many batches of at most STREAM_BATCH_TOKENS
+        padded tokens (a longer text gets a batch of its own), which run at once and share the token budget.
         `chunking=True` embeds a text longer than max_length as windows of max_length tokens that share
         `chunk_overlap` tokens (default max_length // 8), pooled together (see `combine_windows`) instead of
         cutting it at max_length. Each window sees only its own tokens, so this approximates a model that
@@ -194,8 +194,8 @@ class Embedder:
         streams = self._streams.count if self._streams else 1
         if streams > 1 and len(encodings) > 1:
             per_stream = -(-len(encodings) // streams)  # every stream gets a batch
-            self._streams.map(embed, plan_batches(lengths, min(batch_size, per_stream),
-                                                  max(1, max_batch_tokens // streams)))
+            budget = max(1, min(max_batch_tokens // streams, STREAM_BATCH_TOKENS))
+            self._streams.map(embed, plan_batches(lengths, min(batch_size, per_stream), budget))
         else:
             for rows in plan_batches(lengths, batch_size, max_batch_tokens):
                 embed(self._backend, rows)

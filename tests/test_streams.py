@@ -9,7 +9,7 @@ from edgembed.runtime import Embedder
 from edgembed.runtime import embedder as embedder_module
 from edgembed.runtime.backends import BackendOptions, load_backend
 from edgembed.runtime.manifest import Manifest
-from edgembed.runtime.streams import resolve_streams
+from edgembed.runtime.streams import STREAM_BATCH_TOKENS, resolve_streams
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -23,6 +23,18 @@ def test_streams_give_the_vectors_of_one_batch_at_a_time(tiny_export, parity_tex
     assert cosines(expected, got).min() >= 0.99999
     assert "2 batches at a time" in parallel.describe()
     assert "one batch at a time" in sequential.describe()
+
+
+class _RecordingBackend:
+    """Wraps a backend and records the (rows, length) of every batch it runs."""
+
+    def __init__(self, backend, shapes: list[tuple[int, int]]) -> None:
+        self._backend, self._shapes = backend, shapes
+        self.name, self.inputs = backend.name, backend.inputs
+
+    def run(self, feeds):
+        self._shapes.append(feeds["input_ids"].shape)
+        return self._backend.run(feeds)
 
 
 def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_export, monkeypatch):
@@ -41,6 +53,21 @@ def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_
     model.encode(["first text", "second text", "a third, longer text"])
     model.encode(["and", "again"])
     assert [(o.threads, o.streams) for o in compiled] == [(2, 1), (2, 2)]
+
+
+def test_stream_batches_are_small_and_every_stream_gets_one(tiny_export, parity_texts, monkeypatch):
+    shapes: list[tuple[int, int]] = []
+    monkeypatch.setattr(embedder_module, "load_backend",
+                        lambda *args: _RecordingBackend(load_backend(*args), shapes))
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+    shapes.clear()  # the latency graph's warm-up, if any
+    texts = [" ".join(parity_texts[:12])[:1500]] + parity_texts[:60]
+    model.encode(texts, batch_size=32)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert all(rows * length <= STREAM_BATCH_TOKENS or rows == 1 for rows, length in shapes)
+    shapes.clear()
+    model.encode(["two", "texts"], batch_size=32)
+    assert [rows for rows, _ in shapes] == [1, 1]  # one batch per stream, not one batch of two
 
 
 def test_openvino_compiles_one_stream_per_caller(tiny_export):
