@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -34,8 +35,6 @@ def cpu_flags() -> frozenset[str]:
 def physical_cores() -> int:
     """Physical cores this process may use: distinct (package, core) pairs in /proc/cpuinfo among the CPUs in
     its affinity mask; os.cpu_count() where that cannot be read."""
-    import os
-
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         cores, processor, package = set(), None, "0"

@@ -26,6 +26,7 @@ from .errors import (
     BackendUnavailableError,
     ModelFileError,
     UnknownChoiceError,
+    check_positive_int,
 )
 from .manifest import BACKEND_FORMATS, Manifest, Variant
 from .pooling import normalize as l2_normalize
@@ -52,7 +53,7 @@ class Embedder:
         self._backend = backend
         self._tokenizer = tokenizer
         self._reason = reason
-        self._streams = streams
+        self._streams = streams or Streams(1, lambda: backend)  # count 1: never used, one batch at a time
 
     @classmethod
     def load(cls, path: str | Path, variant: str | None = None, backend: str | None = None,
@@ -142,7 +143,7 @@ class Embedder:
         """One line: the variant and backend in use, why, and their recorded fidelity."""
         fidelity = self._variant.fidelity
         figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
-        streams = self._streams.count if self._streams else 1
+        streams = self._streams.count
         return (f"{self.variant} on {self.backend} ({self._reason}){figure}; "
                 f"dimension {self.dimension}, max_length {self.max_length}, "
                 + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time"))
@@ -191,7 +192,7 @@ class Embedder:
             batch = self._tokenizer.pad([encodings[row] for row in rows])
             vectors[rows] = pool(backend.run(self._feeds(batch)), batch.attention_mask, self.manifest.pooling)
 
-        streams = self._streams.count if self._streams else 1
+        streams = self._streams.count
         if streams > 1 and len(encodings) > 1:
             per_stream = -(-len(encodings) // streams)  # every stream gets a batch
             budget = max(1, min(max_batch_tokens // streams, STREAM_BATCH_TOKENS))
@@ -263,12 +264,6 @@ class Embedder:
                              + (f"; this model was trained for {self.manifest.matryoshka_dims}"
                                 if self.manifest.matryoshka_dims else ""))
         return dim
-
-
-def check_positive_int(name: str, value: object) -> None:
-    """Raise ValueError unless `value` is an int (not a bool) of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_texts(items: list[object]) -> None:

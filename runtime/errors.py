@@ -93,3 +93,9 @@ class FidelityError(ExportError):
             f"variant {variant}: {figure} {value:.6f} is below the threshold {threshold}; "
             "rerun with --allow-low-fidelity to keep it (it is then marked in manifest.json)"
         )
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise ValueError unless `value` is an int (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

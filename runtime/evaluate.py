@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .backends import installed_backends
-from .embedder import Embedder, check_positive_int
+from .embedder import Embedder
+from .errors import check_positive_int
 from .manifest import BACKEND_FORMATS, Manifest
 from .pooling import normalize
 

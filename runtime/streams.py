@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from .backends import Backend
 from .cpu import physical_cores
+from .errors import check_positive_int
 
 Item = TypeVar("Item")
 # Padded tokens per batch on a stream (fewer when max_batch_tokens / streams is smaller). Small batches keep
@@ -31,8 +32,7 @@ def resolve_streams(streams: int | None, threads: int | None, on_cpu: bool) -> t
     total = threads or physical_cores()
     if streams is None:
         return (2 if on_cpu and total >= 2 else 1), total
-    if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
-        raise ValueError(f"streams must be a positive integer, got {streams!r}")
+    check_positive_int("streams", streams)
     if streams > total:
         raise ValueError(f"streams={streams} exceeds the {total} threads (each stream needs one); "
                          f"pass streams <= {total}, or more threads")
