@@ -13,6 +13,12 @@ swaps each attention module's forward, for the length of an export, for one that
   attention when it gets no mask. Padding reaches it through one extra head dimension instead: queries get a
   1, keys get 0 for real tokens and a large negative number for padding, so padded keys score -inf-like and
   get no weight, and the kernel still takes its flash path.
+  The OpenVINO graph keeps its additive key-padding bias on purpose. The same extra dimension there (queries
+  scaled first, nothing between the product and the softmax) saved 4% per global layer (0.465 -> 0.445 s,
+  12 heads x 8192 tokens, bf16). But OpenVINO 2026.4's f32 kernel for that pattern is wrong on every later
+  call once its first call had a 1-token input (max abs error 1.7 to 25 in a standalone reproduction; the
+  one-text boundary test in tests/test_long_context.py caught it). A q8 IR on a CPU without bf16 runs that
+  f32 kernel.
 
 With `onnxruntime_ops=True` the graph also applies RoPE with `com.microsoft.RotaryEmbedding` (one pass
 instead of rotate_half's Slice/Neg/Concat/Mul/Add) and computes Q, K and V as three MatMuls instead of one
