@@ -72,7 +72,7 @@ def prepare(name: str, work_dir: Path, log: Callable[[str], None] = print, atten
     out = work_dir / name / ("edgembed" if attention == "efficient" else f"edgembed-{attention}")
     if not _export_matches(out, attention if name in MODERNBERT else "standard", quantize):
         log(f"{name}: edgembed export {source} -o {out} --quantize {' '.join(quantize)} --attention {attention}")
-        command = [sys.executable, "-m", "edgembed.runtime.cli", "export", str(source), "-o", str(out),
+        command = [sys.executable, "-m", "edgembed", "export", str(source), "-o", str(out),
                    "--quantize", *quantize, "--attention", attention, "--overwrite"]
         # Speed does not depend on the weights: keep every variant (q8-static of MiniLM is under its 0.97
         # threshold, and random weights make any cosine moot); the cosines go into results.json.

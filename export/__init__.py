@@ -1,7 +1,10 @@
-"""edgembed exporter: checkpoint → validated ONNX and OpenVINO variants + manifest.json.
+"""edgembed exporter: checkpoint -> validated ONNX and OpenVINO variants + manifest.json.
 
 Needs the `export` extra (torch, transformers, optimum-onnx, onnx, openvino, nncf).
 """
-from .pipeline import DEFAULT_MIN_COSINE, DTYPES, FORMATS, ExportRequest, run_export
+from .errors import ExportDependencyError, ExportError, FidelityError, UnsupportedModelError
+from .pipeline import ExportRequest, run_export
+from .variants import DEFAULT_MIN_COSINE, DTYPES, FORMATS, RECIPES, Recipe
 
-__all__ = ["DEFAULT_MIN_COSINE", "DTYPES", "FORMATS", "ExportRequest", "run_export"]
+__all__ = ["DEFAULT_MIN_COSINE", "DTYPES", "FORMATS", "RECIPES", "ExportDependencyError", "ExportError",
+           "ExportRequest", "FidelityError", "Recipe", "UnsupportedModelError", "run_export"]

@@ -5,8 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgembed.runtime.errors import InvalidArgumentError
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS
+
+
+def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX and OpenVINO, validated against PyTorch",
         description="Export MODEL (a hub id or a local directory) to ONNX and OpenVINO variants, check each one "
@@ -14,9 +18,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument("model", metavar="MODEL", help="hub id (e.g. nomic-ai/modernbert-embed-base) or local directory")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="directory to create")
     parser.add_argument("--quantize", nargs="+", default=["fp32"], metavar="DTYPE",
-                        help="variants to write: fp32 fp16 q8 q8-static q4 (default: fp32)")
-    parser.add_argument("--format", nargs="+", default=["onnx", "openvino"], dest="formats", metavar="FORMAT",
-                        help="onnx, openvino (default: both)")
+                        help=f"variants to write: {' '.join(DTYPES)} (default: fp32)")
+    parser.add_argument("--format", nargs="+", default=list(FORMATS), dest="formats", metavar="FORMAT",
+                        help=f"{', '.join(FORMATS)} (default: all)")
     parser.add_argument("--revision", help="hub branch, tag or commit (hub ids only)")
     parser.add_argument("--prompt", action="append", default=[], metavar="NAME=TEXT",
                         help='prompt to store, e.g. --prompt query="search_query: " (repeatable)')
@@ -34,8 +38,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                              " default: a built-in set of real English text")
     parser.add_argument("--calibration-field", default="text", metavar="NAME",
                         help="the JSONL field holding the text (default: text)")
-    parser.add_argument("--q4-block-size", type=int, default=32, metavar="N",
-                        help="weights per quantization block in the ONNX q4 variant (default: 32)")
+    parser.add_argument("--q4-block-size", type=int, default=DEFAULT_Q4_BLOCK_SIZE, metavar="N",
+                        help=f"weights per quantization block in the ONNX q4 variant (default: {DEFAULT_Q4_BLOCK_SIZE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[100, 1000], metavar=("QUERIES", "DOCUMENTS"),
                         help="retrieval check of every variant on the built-in corpus (default: 100 1000; 0 0 skips)")
     parser.add_argument("--attention", default=None, metavar="MODE",
@@ -51,21 +55,21 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
     for value in values:
         name, sep, text = value.partition("=")
         if not sep or not name:
-            raise SystemExit(f"edgembed export: {option} expects NAME=VALUE, got {value!r}")
+            raise InvalidArgumentError(option, value, "NAME=VALUE, e.g. query=\"search_query: \"")
         pairs[name] = text
     return pairs
 
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import ExportRequest, run_export
-    from edgembed.runtime.text_files import read_texts
+    from edgembed.evaluation.text_files import read_texts
 
     thresholds = {}
     for name, value in _pairs(args.min_cosine, "--min-cosine").items():
         try:
             thresholds[name] = float(value)
         except ValueError:
-            raise SystemExit(f"edgembed export: --min-cosine {name}={value!r}: not a number") from None
+            raise InvalidArgumentError("--min-cosine", f"{name}={value}", "DTYPE=NUMBER, e.g. q8=0.99") from None
     request = ExportRequest(
         model=args.model, output=args.output, dtypes=list(dict.fromkeys(args.quantize)),
         formats=list(dict.fromkeys(args.formats)), revision=args.revision, prompts=_pairs(args.prompt, "--prompt"),
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         fidelity = variant.fidelity
         size = sum(f.bytes for f in variant.files)
         flag = "" if fidelity is None or fidelity.passed else "  LOW FIDELITY (kept)"
-        overlap = f"  top-10 overlap {variant.evaluation['top10_overlap']:.3f}" if variant.evaluation else ""
+        overlap = f"  top-10 overlap {variant.evaluation.top10_overlap:.3f}" if variant.evaluation else ""
         print(f"{variant.name:20} {size / 1e6:9.1f} MB  cosine min {fidelity.cosine_min:.6f} "
               f"mean {fidelity.cosine_mean:.6f}{overlap}{flag}")
     print(f"wrote {args.output}/manifest.json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgembed.runtime.errors import ExportDependencyError
+from .errors import ExportDependencyError
 
 
 def _rotary_nodes(graph) -> list[str]:  # onnx.GraphProto

@@ -1,20 +1,11 @@
-"""ONNX variants: fp32 straight from optimum's exporter, fp16 and q8 derived from it."""
+"""ONNX graphs: fp32 straight from optimum's exporter, and the 4-bit variant derived from it."""
 from __future__ import annotations
 
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from edgembed.runtime.errors import ExportDependencyError, ExportError
-
-# transformers.js file names under onnx/.
-ONNX_FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "q8": "onnx/model_quantized.onnx",
-              "q4": "onnx/model_q4.onnx"}
-Q8_DESCRIPTION = ("onnxruntime dynamic int8 MatMuls, calibrated: outlier input channels smoothed, GPTQ-rounded "
-                  "int8 weights symmetric per output channel; int8 word embeddings, one scale per row")
-DEFAULT_Q4_BLOCK_SIZE = 32
+from .errors import ExportDependencyError, ExportError
 
 
 def _import_onnx():
@@ -50,18 +41,7 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
     return files
 
 
-def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]]) -> list[Path]:
-    """Calibrated dynamic int8 (export/q8_recipe.py): smoothed outlier channels, GPTQ-rounded weights."""
-    from .q8_recipe import quantize_q8 as recipe
-
-    return recipe(fp32, destination, calibration)
-
-
-def q4_description(block_size: int) -> str:
-    return f"MatMulNBits: 4-bit symmetric weights in blocks of {block_size}, float activations; MatMul only"
-
-
-def quantize_q4(fp32: Path, destination: Path, block_size: int = DEFAULT_Q4_BLOCK_SIZE) -> list[Path]:
+def quantize_q4(fp32: Path, destination: Path, block_size: int) -> list[Path]:
     """4-bit weights in blocks (ONNX Runtime's MatMulNBits), dequantized inside the kernel."""
     onnx = _import_onnx()
     try:

@@ -6,44 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.runtime.errors import ExportDependencyError
+from .errors import ExportDependencyError
 
-# sentence-transformers keeps OpenVINO files under openvino/.
-OPENVINO_FILES = {
-    "fp32": "openvino/openvino_model.xml",
-    "fp16": "openvino/openvino_model_fp16.xml",
-    "q8": "openvino/openvino_model_int8.xml",
-    "q8-static": "openvino/openvino_model_qint8_quantized.xml",  # sentence-transformers' name for it
-    "q4": "openvino/openvino_model_int4.xml",
-}
-DESCRIPTIONS = {
-    "q8": "nncf.compress_weights INT8_SYM: int8 weights per output channel; the CPU plugin quantizes the "
-          "activations at run time, one range per group of 128 channels of each token",
-    "q8-static": "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated",
-    "q4": "nncf.compress_weights INT4_SYM, group 32 (embeddings and last layer int8): int4 weights",
-}
-# Every variant but q8 runs in f32 arithmetic: without the hint, CPUs with AMX or avx512_bf16 run bf16.
-# q8 asks for bf16: its int8 projections quantize their activations at run time either way, and the float
-# rest (attention, LayerNorm, GELU) in bf16 made all-MiniLM-L6-v2's q8 1.92-2.06x fp32 instead of
-# 1.69-1.75x (32 x 128 tokens) with the same fidelity (cos min 0.99497 against 0.99468, top-10 0.959
-# against 0.961), ModernBERT-base 2.13-2.26x instead of 1.92-1.95x, and its 8192-token document 5.7 s
-# instead of 6.8 s. CPUs without native bf16 ignore the hint and run f32, as before.
-PRECISION_HINTS = {"q8": "bf16"}
-DEFAULT_PRECISION_HINT = "f32"
 # Activation group of the CPU plugin's dynamic quantization for the q8 IR, stored in the IR's
-# rt_info/runtime_options so that whoever loads the file gets it. The plugin's default, 32, made MiniLM's q8
-# 1.58x fp32 (32 x 128 tokens, 2 threads); 64 1.66-1.74x, 128 1.70-1.79x, 256 and 384 slower again;
-# ModernBERT-base 1.94x with 128 against 1.69x. Fidelity with 128 still meets the q8 goal
-# (benchmarks/q8_fidelity.md, fourth session).
+# rt_info/runtime_options so that whoever loads the file gets it (128 measured fastest: docs/q8-recipe.md).
 Q8_ACTIVATION_GROUP = 128
 # Constants smaller than this stay float32 in the fp16 IR: among them the rotary inverse frequencies,
 # whose rounding to fp16 shifts every rotation angle in proportion to the position.
 FP16_MIN_ELEMENTS = 1024
-
-
-def precision_hint(dtype: str) -> str:
-    """The INFERENCE_PRECISION_HINT the manifest records for the IR of `dtype`."""
-    return PRECISION_HINTS.get(dtype, DEFAULT_PRECISION_HINT)
 
 
 def _import_openvino():

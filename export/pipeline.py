@@ -3,34 +3,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgembed.runtime.errors import ExportError, FidelityError, UnknownChoiceError, UnsupportedModelError
-from edgembed.runtime.corpus import calibration_texts, evaluation_set
-from edgembed.runtime.manifest import Manifest, Variant
+from edgembed.evaluation.corpus import calibration_texts, evaluation_set
 from edgembed.runtime.backends import build_feeds
+from edgembed.runtime.errors import InvalidArgumentError, UnknownChoiceError
+from edgembed.runtime.manifest import Manifest, Variant
 from edgembed.runtime.tokenization import TextTokenizer
 
-from . import onnx_variants, openvino_variants
+from . import onnx_variants
 from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, efficient_attention
+from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
-from .fp16 import convert_fp16
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
 from .validate import evaluate_variant, load_variant, measure_variant
 from .validation_texts import validation_texts
-
-DTYPES = ("fp32", "fp16", "q8", "q8-static", "q4")
-FORMATS = ("onnx", "openvino")
-# Which dtypes each format can hold; a requested pair outside this is skipped with a note.
-SUPPORTED = {"onnx": ("fp32", "fp16", "q8", "q4"), "openvino": ("fp32", "fp16", "q8", "q8-static", "q4")}
-# Minimum cosine similarity to the PyTorch reference, over every validation text.
-DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.97, "q8-static": 0.97, "q4": 0.9}
-FORMAT_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}
+from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS, RECIPES, SUPPORTED, ConvertInputs, Recipe, find_recipe
 
 
 @dataclass
@@ -49,28 +43,43 @@ class ExportRequest:
     allow_pickle: bool = False
     overwrite: bool = False
     opset: int | None = None
-    calibration_texts: list[str] | None = None  # None: the built-in set (runtime/corpus.py)
+    calibration_texts: list[str] | None = None  # None: the built-in set (evaluation/corpus.py)
     eval_queries: int = 100  # retrieval check on the built-in evaluation corpus; 0 skips it
     eval_documents: int = 1000
-    q4_block_size: int = onnx_variants.DEFAULT_Q4_BLOCK_SIZE
+    q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
+
+
+class Steps:
+    """Numbered progress lines, each printed when its step starts, with the time the previous one took."""
+
+    def __init__(self, total: int, progress: Callable[[str], None]) -> None:
+        self.total, self.number, self.progress = total, 0, progress
+        self.started = time.perf_counter()
+
+    def next(self, message: str) -> None:
+        self.finish()
+        self.number += 1
+        self.started = time.perf_counter()
+        self.progress(f"[{self.number}/{self.total}] {message}")
+
+    def finish(self) -> None:
+        if self.number:
+            self.progress(f"      done in {time.perf_counter() - self.started:.1f} s")
 
 
 def run_export(request: ExportRequest, progress: Callable[[str], None] = print) -> Manifest:
     """Export, validate and write; the output directory appears only when every variant passed."""
     _check_request(request)
-    pairs = [(f, d) for f in request.formats for d in request.dtypes if d in SUPPORTED[f]]
+    recipes = [r for r in RECIPES if r.format in request.formats and r.dtype in request.dtypes]
     for fmt in request.formats:
         for dtype in request.dtypes:
             if dtype not in SUPPORTED[fmt]:
                 progress(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
-    steps = 3 + len(pairs)
-    step = iter(range(1, steps + 1))
+    calibrated = any(r.needs_calibration for r in recipes)
+    steps = Steps(4 + calibrated + len(recipes), progress)
 
-    def say(message: str) -> None:
-        progress(f"[{next(step)}/{steps}] {message}")
-
-    say(f"loading {request.model}" + (f" at revision {request.revision}" if request.revision else ""))
+    steps.next(f"loading {request.model}" + (f" at revision {request.revision}" if request.revision else ""))
     source = resolve(request.model, request.revision, request.allow_pickle)
     model = load_reference_model(source.transformer_dir, request.allow_pickle)
     config = model.config
@@ -85,62 +94,70 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         queries, documents = ([], [])
         if request.eval_queries and request.eval_documents:
             queries, documents = evaluation_set(request.eval_queries, request.eval_documents)
-        vectors = reference_embeddings(model, source.transformer_dir, texts + queries + documents,
-                                       manifest.pooling, manifest.max_length)
+        everything = texts + queries + documents
+        steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
+        vectors = reference_embeddings(model, source.transformer_dir, everything, manifest.pooling,
+                                       manifest.max_length, progress=progress)
         reference = vectors[:len(texts)]
         retrieval = None
         if queries:
             split = len(texts) + len(queries)
             retrieval = (queries, documents, vectors[len(texts):split], vectors[split:])
 
-        say("exporting the fp32 ONNX graph with optimum")
+        steps.next("exporting the fp32 ONNX graph with optimum")
         manifest.attention = _attention_mode(request.attention, config, progress)
-        fp32_files = _export_graph(model, out / onnx_variants.ONNX_FILES["fp32"], request.opset, manifest.attention,
+        fp32_files = _export_graph(model, out / find_recipe("onnx", "fp32").file, request.opset, manifest.attention,
                                    onnxruntime_ops=True)
-        fp32_path = fp32_files[0]
-        openvino_source = fp32_path
+        sources = {"onnx": fp32_files[0], "openvino": fp32_files[0]}
         if manifest.attention == "efficient" and "openvino" in request.formats:
             # ONNX Runtime's contrib ops are not OpenVINO's: its graph gets plain global attention and RoPE.
-            openvino_source = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
-                                            manifest.attention, onnxruntime_ops=False)[0]
-        inputs = onnx_variants.graph_inputs(fp32_path)
+            sources["openvino"] = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
+                                                manifest.attention, onnxruntime_ops=False)[0]
         calibration = None
-        if ("openvino", "q8-static") in pairs or ("onnx", "q8") in pairs:
-            calibration = _calibration_feeds(out, manifest, inputs, request.calibration_texts)
-        for fmt, dtype in pairs:
-            say(f"{fmt} {dtype}: converting and validating")
-            source_graph = fp32_path if fmt == "onnx" else openvino_source
-            files = _convert(fmt, dtype, source_graph, out, request.q4_block_size, calibration)
-            variant = Variant(
-                format=fmt, dtype=dtype, files=[file_entry(out, p) for p in files], inputs=inputs,
-                precision_hint=openvino_variants.precision_hint(dtype) if fmt == "openvino" else None,
-                quantization=_quantization(fmt, dtype, request.q4_block_size),
-            )
-            threshold = request.min_cosine.get(dtype, DEFAULT_MIN_COSINE[dtype])
-            embedder = load_variant(out, manifest, variant, FORMAT_BACKENDS[fmt])
-            variant.fidelity, variant.speed = measure_variant(embedder, texts, reference, threshold)
-            progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
-                     f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
-                     f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
-            if not variant.fidelity.passed and not request.allow_low_fidelity:
-                raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
-            if retrieval is not None:
-                variant.evaluation = evaluate_variant(embedder, *retrieval)
-                progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
-                         f"{variant.evaluation['top10_overlap']:.3f}, cosine min {variant.evaluation['cosine_min']:.4f}")
+        if calibrated:
+            steps.next("tokenizing the calibration texts")
+            calibration = _calibration_feeds(out, manifest, onnx_variants.graph_inputs(fp32_files[0]),
+                                             request.calibration_texts)
+        for recipe in recipes:
+            steps.next(f"{recipe.name}: converting and validating")
+            variant = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts, reference,
+                                            retrieval, progress)
             manifest.variants.append(variant)
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:
                 path.unlink()
-        if openvino_source != fp32_path:
-            shutil.rmtree(openvino_source.parent, ignore_errors=True)
-        say(f"writing {request.output}")
+        shutil.rmtree(out / ".openvino-source", ignore_errors=True)
+        steps.next(f"writing {request.output}")
         manifest.write(out)
         _move_into_place(out, request.output, request.overwrite)
+    steps.finish()
     return manifest
 
 
-def _attention_mode(requested: str, config, progress: Callable[[str], None]) -> str:
+def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, manifest: Manifest,
+                          sources: dict[str, Path], calibration, texts: list[str], reference: np.ndarray,
+                          retrieval, progress: Callable[[str], None]) -> Variant:
+    files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
+                                         calibration=calibration, q4_block_size=request.q4_block_size))
+    variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
+                      precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
+                      portable=recipe.portable)
+    threshold = request.min_cosine.get(recipe.dtype, recipe.min_cosine)
+    embedder = load_variant(out, manifest, variant)
+    variant.fidelity, variant.speed = measure_variant(embedder, texts, reference, threshold)
+    progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
+             f"mean {variant.fidelity.cosine_mean:.6f} (threshold {threshold}); "
+             f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
+    if not variant.fidelity.passed and not request.allow_low_fidelity:
+        raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
+    if retrieval is not None:
+        variant.evaluation = evaluate_variant(embedder, *retrieval)
+        progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
+                 f"{variant.evaluation.top10_overlap:.3f}, cosine min {variant.evaluation.cosine_min:.4f}")
+    return variant
+
+
+def _attention_mode(requested: str | None, config, progress: Callable[[str], None]) -> str:
     """The attention the graph will have: efficient rewrites exist for ModernBERT only."""
     if requested is None:
         return DEFAULT_ATTENTION if config.model_type == "modernbert" else "standard"
@@ -158,26 +175,6 @@ def _export_graph(model, destination: Path, opset: int | None, attention: str, o
         return onnx_variants.export_fp32(model, destination, opset)
 
 
-def _convert(fmt: str, dtype: str, fp32_path: Path, out: Path, q4_block_size: int,
-             calibration: list[dict[str, np.ndarray]] | None) -> list[Path]:
-    if fmt == "onnx":
-        target = out / onnx_variants.ONNX_FILES[dtype]
-        if dtype == "fp32":
-            return [p for p in [fp32_path, fp32_path.with_name(fp32_path.name + "_data")] if p.is_file()]
-        if dtype == "fp16":
-            return convert_fp16(fp32_path, target)
-        if dtype == "q4":
-            return onnx_variants.quantize_q4(fp32_path, target, q4_block_size)
-        return onnx_variants.quantize_q8(fp32_path, target, calibration)
-    return openvino_variants.convert(fp32_path, dtype, out / openvino_variants.OPENVINO_FILES[dtype], calibration)
-
-
-def _quantization(fmt: str, dtype: str, q4_block_size: int) -> str | None:
-    if fmt == "openvino":
-        return openvino_variants.DESCRIPTIONS.get(dtype)
-    return {"q8": onnx_variants.Q8_DESCRIPTION, "q4": onnx_variants.q4_description(q4_block_size)}.get(dtype)
-
-
 def _calibration_feeds(out: Path, manifest: Manifest, inputs: list[str],
                        texts: list[str] | None) -> list[dict[str, np.ndarray]]:
     """One feed per calibration text, tokenized exactly as the runtime will tokenize."""
@@ -185,7 +182,7 @@ def _calibration_feeds(out: Path, manifest: Manifest, inputs: list[str],
         texts = calibration_texts()
     tokenizer = TextTokenizer(out / manifest.tokenizer_file, manifest.max_length, manifest.pad_token_id)
     declared = {name: np.dtype(np.int64) for name in inputs}
-    return [build_feeds(declared, tokenizer([text])) for text in texts]
+    return [build_feeds(declared, tokenizer.pad(tokenizer.tokenize([text]).encodings)) for text in texts]
 
 
 def _check_request(request: ExportRequest) -> None:
@@ -201,9 +198,9 @@ def _check_request(request: ExportRequest) -> None:
         if dtype not in DTYPES:
             raise UnknownChoiceError("--min-cosine variant", dtype, DTYPES)
     if request.q4_block_size < 16 or request.q4_block_size & (request.q4_block_size - 1):
-        raise ExportError(f"--q4-block-size {request.q4_block_size}: must be a power of two, at least 16")
+        raise InvalidArgumentError("--q4-block-size", request.q4_block_size, "a power of two, at least 16")
     if request.calibration_texts is not None and not request.calibration_texts:
-        raise ExportError("the calibration data holds no text")
+        raise InvalidArgumentError("--calibration-data", "(no texts)", "a file with at least one text")
     if request.output.exists() and not request.overwrite and any(request.output.iterdir()):
         raise ExportError(f"{request.output} exists and is not empty; choose another -o or pass --overwrite")
 
@@ -211,7 +208,7 @@ def _check_request(request: ExportRequest) -> None:
 def _check_matryoshka(dims: list[int], hidden: int) -> None:
     bad = [d for d in dims if not 1 <= d <= hidden]
     if bad:
-        raise ExportError(f"--matryoshka-dims {bad} out of range: each must be from 1 to the hidden size {hidden}")
+        raise InvalidArgumentError("--matryoshka-dims", bad, f"sizes from 1 to the hidden size {hidden}")
 
 
 def _base_manifest(source: Source, config, request: ExportRequest, out: Path) -> Manifest:
@@ -255,12 +252,9 @@ def _pad_token_id(source: Source, config, out: Path) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from edgembed import __version__
 
-    try:
-        return version("edgembed")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def _move_into_place(built: Path, target: Path, overwrite: bool) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.runtime.errors import ExportDependencyError
+from .errors import ExportDependencyError
 
 THRESHOLD = 0.5  # channels above THRESHOLD x p90 of the channel maxima are smoothed
 ALPHA = 0.7  # how much of the excess each smoothed channel loses

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgembed.runtime.errors import ExportDependencyError, ExportError, UnsupportedModelError
+from .errors import ExportDependencyError, ExportError, UnsupportedModelError
 
 # sentence-transformers files copied next to the exported graphs when the source has them.
 ST_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling/config.json")

@@ -6,18 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
+from edgembed.evaluation.evaluate import cosine_per_row, retrieval_fidelity
+from edgembed.runtime import Embedder, Fidelity, Manifest, Speed, Variant, int8_path
+from edgembed.runtime.backends import backend_for_format
 from edgembed.runtime.cpu import cpu_model
-from edgembed.runtime.embedder import Embedder
-from edgembed.runtime.evaluate import cosine_per_row, evaluate_embedder
-from edgembed.runtime.manifest import Fidelity, Manifest, Speed, Variant
 
 REFERENCE = "pytorch fp32, transformers AutoModel"
 
 
-def load_variant(directory: Path, manifest: Manifest, variant: Variant, backend: str) -> Embedder:
+def load_variant(directory: Path, manifest: Manifest, variant: Variant) -> Embedder:
     """The variant as a user would load it (same runtime code), from the manifest being built."""
     trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
-    return Embedder.from_manifest(directory, trial, variant=variant.dtype, backend=backend)
+    backend = backend_for_format(variant.format)
+    return Embedder.from_manifest(directory, trial, variant=variant.dtype, backend=backend.name if backend else None)
 
 
 def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,
@@ -27,17 +28,16 @@ def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,
     cosines = cosine_per_row(vectors, reference)
     low = float(cosines.min())
     fidelity = Fidelity(cosine_min=round(low, 7), cosine_mean=round(float(cosines.mean()), 7), texts=len(texts),
-                        reference=REFERENCE, threshold=threshold, passed=low >= threshold)
+                        reference=REFERENCE, threshold=threshold, passed=low >= threshold, int8_path=int8_path().name)
     start = time.perf_counter()
     embedder.encode(texts, batch_size=8, prompt="")
     rate = len(texts) / (time.perf_counter() - start)
-    return fidelity, Speed(texts_per_second=round(rate, 2), threads=None, cpu=cpu_model())
+    return fidelity, Speed(texts_per_second=round(rate, 2), cpu=cpu_model())
 
 
 def evaluate_variant(embedder: Embedder, queries: list[str], documents: list[str], reference_queries: np.ndarray,
-                     reference_documents: np.ndarray) -> dict[str, float | int | str]:
+                     reference_documents: np.ndarray) -> Fidelity:
     """The `edgembed eval` figures of one variant, against PyTorch, for the manifest."""
-    figures = evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents, REFERENCE)
-    return {"cosine_mean": figures.cosine_mean, "cosine_min": figures.cosine_min, "cosine_p1": figures.cosine_p1,
-            "top10_overlap": figures.top10_overlap, "queries": len(queries), "documents": len(documents),
-            "reference": figures.reference}
+    query_vectors = embedder.encode(queries, prompt="", normalize=True)
+    document_vectors = embedder.encode(documents, prompt="", normalize=True)
+    return retrieval_fidelity(query_vectors, document_vectors, reference_queries, reference_documents, REFERENCE)

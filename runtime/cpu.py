@@ -1,34 +1,72 @@
-"""What this machine offers: CPU model and the instruction sets that change which variant is fastest."""
+"""What this machine offers: its CPU model, its cores, and the int8 path its instruction set gives the engines."""
 from __future__ import annotations
 
 import functools
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Int8Path:
+    """How int8 products are computed on a class of CPU.
+
+    `family` groups the paths whose int8 dot products give the same integers: "vnni" (AMX, AVX-512 VNNI,
+    AVX-VNNI: exact 32-bit sums), "no-vnni" (pairs of u8 x s8 products summed in saturating 16-bit lanes,
+    see docs/q8-on-every-cpu.md), "arm" (widening products, exact).
+    """
+
+    name: str
+    description: str
+    family: str
+
+
+INT8_PATHS = {path.name: path for path in (
+    Int8Path("amx", "AMX (Advanced Matrix Extensions) with AVX-512 VNNI", "vnni"),
+    Int8Path("avx512_vnni", "AVX-512 VNNI", "vnni"),
+    Int8Path("avx_vnni", "AVX-VNNI (256-bit)", "vnni"),
+    Int8Path("avx512bw", "AVX-512 without VNNI (16-bit pair sums)", "no-vnni"),
+    Int8Path("avx2", "AVX2 without VNNI (16-bit pair sums)", "no-vnni"),
+    Int8Path("sse", "SSE4 or older", "no-vnni"),
+    Int8Path("arm_i8mm", "ARM int8 matrix multiply (i8mm)", "arm"),
+    Int8Path("arm_dotprod", "ARM dot product (sdot/udot)", "arm"),
+    Int8Path("arm_neon", "ARM NEON without dot product", "arm"),
+    Int8Path("unknown", "unknown CPU", "unknown"),
+)}
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's marketing name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo_lines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """Instruction-set flags from /proc/cpuinfo (empty where it does not exist)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+def int8_path() -> Int8Path:
+    """The int8 path of this CPU, from the instruction sets the CPU reports to this process.
+
+    CPUID comes through numpy's own runtime detection, so an emulated CPU (qemu-x86_64 -cpu Haswell) is seen
+    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo.
+    """
+    features = _numpy_cpu_features()
+    flags = _proc_flags()
+    if features.get("AVX512VNNI"):
+        return INT8_PATHS["amx" if "amx_int8" in flags else "avx512_vnni"]
+    if features.get("AVX2"):
+        if "avx_vnni" in flags:
+            return INT8_PATHS["avx_vnni"]
+        return INT8_PATHS["avx512bw" if features.get("AVX512BW") else "avx2"]
+    if features.get("ASIMD") or platform.machine().lower() in ("aarch64", "arm64"):
+        if "i8mm" in flags:
+            return INT8_PATHS["arm_i8mm"]
+        return INT8_PATHS["arm_dotprod" if features.get("ASIMDDP") or "asimddp" in flags else "arm_neon"]
+    if features.get("SSE41") or features.get("SSE2"):
+        return INT8_PATHS["sse"]
+    return INT8_PATHS["unknown"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,7 +76,7 @@ def physical_cores() -> int:
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         cores, processor, package = set(), None, "0"
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in _cpuinfo_lines():
             key, _, value = (part.strip() for part in line.partition(":"))
             if key == "processor":
                 processor, package = int(value), "0"
@@ -48,6 +86,32 @@ def physical_cores() -> int:
                 cores.add((package, value))
         if cores:
             return len(cores)
-    except (OSError, ValueError):
+    except ValueError:
         pass
     return len(allowed) if allowed else (os.cpu_count() or 1)
+
+
+def _numpy_cpu_features() -> dict[str, bool]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # numpy 2
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__  # numpy 1.x
+        except ImportError:
+            return {}
+    return dict(__cpu_features__)
+
+
+def _proc_flags() -> frozenset[str]:
+    for line in _cpuinfo_lines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_lines() -> tuple[str, ...]:
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return ()

@@ -1,110 +1,111 @@
-"""Embedder: text in, float32 embeddings out, no torch anywhere."""
+"""Embedder: text in, float32 embeddings out, no torch anywhere. Loading is in loading.py, the choice of
+variant in selection.py; this file tokenizes, runs batches, pools and post-processes."""
 from __future__ import annotations
 
-import functools
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding
 
+from .backends import Backend, Compile, build_feeds, compile_graph, cuda_available, installed_backends
 from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from .auto import AUTO_MIN_COSINE, choose
-from .backends import (
-    BACKEND_EXTRAS,
-    BACKEND_MODULES,
-    Backend,
-    BackendOptions,
-    build_feeds,
-    cuda_available,
-    installed_backends,
-    load_backend,
-)
+from .cpu import int8_path
 from .errors import (
-    BackendUnavailableError,
+    InvalidArgumentError,
+    InvalidTypeError,
     ModelFileError,
     UnknownChoiceError,
+    check_bool,
+    check_int_range,
+    check_optional_str,
     check_positive_int,
 )
-from .manifest import BACKEND_FORMATS, Manifest, Variant
-from .pooling import normalize as l2_normalize
+from .loading import VERIFY_MODES, LoadedModel, open_model
+from .manifest import Manifest
 from .pooling import combine_windows, pool, truncate_dim
+from .pooling import normalize as l2_normalize
+from .selection import AUTO_MIN_COSINE, exported_pairs, select
 from .similarity import similarity_matrix
-from .streams import STREAM_BATCH_TOKENS, Streams, resolve_streams
-from .tokenization import Batch, TextTokenizer
+from .streams import STREAM_BATCH_TOKENS
+from .tokenization import TokenizedTexts
 
-# Picked when load() is given no variant: fastest first on a CPU.
-VARIANT_PREFERENCE = ("q8", "fp32", "fp16")
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 # With chunking=True and no chunk_overlap, neighbouring windows share max_length // this many tokens.
 CHUNK_OVERLAP_FRACTION = 8
 
 
-class Embedder:
-    """Embeds texts with one exported variant on one backend."""
+@dataclass(frozen=True)
+class EncodeStats:
+    """What an Embedder has embedded since it was loaded."""
 
-    def __init__(self, directory: Path, manifest: Manifest, variant: Variant, backend: Backend,
-                 tokenizer: TextTokenizer, reason: str = "requested", streams: Streams | None = None) -> None:
-        self.directory = Path(directory)
-        self.manifest = manifest
-        self._variant = variant
-        self._backend = backend
-        self._tokenizer = tokenizer
+    texts: int = 0
+    tokens: int = 0
+    truncated: int = 0
+
+
+class Embedder:
+    """Embeds texts with one exported variant on one backend. Safe to share between threads."""
+
+    def __init__(self, loaded: LoadedModel, reason: str = "requested") -> None:
+        self._loaded = loaded
+        self.directory = loaded.directory
+        self.manifest = loaded.manifest
+        self._variant = loaded.variant
+        self._backend = loaded.backend
+        self._tokenizer = loaded.tokenizer
+        self._streams = loaded.streams
         self._reason = reason
-        self._streams = streams or Streams(1, lambda: backend)  # count 1: never used, one batch at a time
+        self._stats = EncodeStats()
+        self._stats_lock = threading.Lock()
+        self._warned_dim = False
 
     @classmethod
-    def load(cls, path: str | Path, variant: str | None = None, backend: str | None = None,
-             max_length: int | None = None, threads: int | None = None,
+    def load(cls, path: str | Path, *, variant: str | None = None, backend: str | None = None,
+             max_length: int | None = None, threads: int | None = None, streams: int | None = None,
              providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE,
-             streams: int | None = None) -> "Embedder":
+             verify: str = "size", compile: Compile = compile_graph) -> "Embedder":
         """Load an exported model directory (the output of `edgembed export`).
 
-        `threads`: inference threads (default: the physical cores). `streams`: with several texts, how many
-        batches run at once, each on threads // streams threads (default: 2 on a CPU with 2+ cores, 1 turns it
-        off). A single text always gets all the threads.
+        `variant`/`backend`: a name, "auto" (the fastest faithful one, see selection.py) or None (edgembed's
+        default order for this CPU). `threads`: inference threads (default: the physical cores). `streams`: with
+        several texts, how many batches run at once, each on threads // streams threads (default: 2 on a CPU
+        with 2+ cores; 1 turns it off). `verify`: "size" (default), "sha256" or "none" for the model files.
+        `compile`: what turns a graph file into a Backend (tests pass a recording one).
         """
+        if not isinstance(path, (str, Path)):
+            raise InvalidTypeError("path", path, "a directory path (str or pathlib.Path)")
         directory = Path(path)
-        return cls.from_manifest(directory, Manifest.read(directory), variant, backend, max_length, threads,
-                                 providers, auto_min_cosine, streams)
+        return cls.from_manifest(directory, Manifest.read(directory), variant=variant, backend=backend,
+                                 max_length=max_length, threads=threads, streams=streams, providers=providers,
+                                 auto_min_cosine=auto_min_cosine, verify=verify, compile=compile)
 
     @classmethod
-    def from_manifest(cls, directory: Path, manifest: Manifest, variant: str | None = None,
+    def from_manifest(cls, directory: Path, manifest: Manifest, *, variant: str | None = None,
                       backend: str | None = None, max_length: int | None = None, threads: int | None = None,
-                      providers: Sequence[str] | None = None,
-                      auto_min_cosine: float = AUTO_MIN_COSINE, streams: int | None = None) -> "Embedder":
-        """Build an Embedder from an in-memory manifest (used by the exporter to validate).
-
-        `variant="auto"` and/or `backend="auto"` pick the fastest installed variant whose recorded
-        cosine to PyTorch is at least `auto_min_cosine`; `describe()` says what was picked and why.
-        """
-        reason = "requested"
-        if "auto" in (variant, backend):
-            choice = choose(manifest, variant or "auto", backend or "auto", installed_backends(), cuda_available(),
-                            auto_min_cosine)
-            variant, backend, reason = choice.variant, choice.backend, f"auto: {choice.reason}"
-            providers = providers or choice.providers
-        backend_name = _choose_backend(manifest, backend)
-        chosen = _choose_variant(manifest, variant, backend_name)
-        if chosen.fidelity is not None and not chosen.fidelity.passed:
+                      streams: int | None = None, providers: Sequence[str] | None = None,
+                      auto_min_cosine: float = AUTO_MIN_COSINE, verify: str = "size",
+                      compile: Compile = compile_graph) -> "Embedder":
+        """Build an Embedder from an in-memory manifest (the exporter validates variants this way)."""
+        check_optional_str("variant", variant)
+        check_optional_str("backend", backend)
+        if verify not in VERIFY_MODES:
+            raise InvalidArgumentError("verify", verify, " or ".join(repr(m) for m in VERIFY_MODES))
+        wants_cuda = "auto" in (variant, backend)
+        chosen = select(manifest, variant=variant, backend=backend, installed=installed_backends(),
+                        int8_path=int8_path(), cuda=wants_cuda and cuda_available(), min_cosine=auto_min_cosine)
+        if chosen.variant.fidelity is not None and not chosen.variant.fidelity.passed:
             warnings.warn(
-                f"variant {chosen.name} was kept with --allow-low-fidelity: cosine min "
-                f"{chosen.fidelity.cosine_min:.4f} < threshold {chosen.fidelity.threshold}", stacklevel=2)
-        for entry in chosen.files:
-            _check_file(directory, entry.path, entry.bytes)
-        on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
-        stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
-        options = BackendOptions(threads=threads, precision_hint=chosen.precision_hint,
-                                 providers=tuple(providers) if providers else None)
-        compiled = load_backend(backend_name, directory / chosen.model_file, chosen.output, options)
-        stream_options = replace(options, threads=total_threads, streams=stream_count)
-        compile_streams = functools.partial(load_backend, backend_name, directory / chosen.model_file, chosen.output,
-                                            stream_options)
-        limit = _check_max_length(manifest, max_length)
-        tokenizer = TextTokenizer(directory / manifest.tokenizer_file, limit, manifest.pad_token_id)
-        return cls(directory, manifest, chosen, compiled, tokenizer, reason, Streams(stream_count, compile_streams))
+                f"variant {chosen.variant.name} was kept with --allow-low-fidelity: cosine min "
+                f"{chosen.variant.fidelity.cosine_min:.4f} < threshold {chosen.variant.fidelity.threshold}",
+                stacklevel=3)
+        loaded = open_model(Path(directory), manifest, chosen.variant, chosen.backend, compile=compile,
+                            max_length=max_length, threads=threads, streams=streams,
+                            providers=tuple(providers) if providers else chosen.providers, verify=verify)
+        return cls(loaded, chosen.reason)
 
     @property
     def dimension(self) -> int:
@@ -125,10 +126,14 @@ class Embedder:
         return self._backend.name
 
     @property
+    def model_id(self) -> str:
+        """The checkpoint the export came from."""
+        return self.manifest.model_id
+
+    @property
     def variants(self) -> list[tuple[str, str]]:
         """Every (variant, backend) pair this directory holds."""
-        formats = {fmt: name for name, fmt in BACKEND_FORMATS.items()}
-        return [(v.dtype, formats[v.format]) for v in self.manifest.variants if v.format in formats]
+        return [(dtype, name) for dtype, name, _ in exported_pairs(self.manifest)]
 
     @property
     def size_bytes(self) -> int:
@@ -139,107 +144,160 @@ class Embedder:
     def prompts(self) -> dict[str, str]:
         return dict(self.manifest.prompts)
 
+    @property
+    def stats(self) -> EncodeStats:
+        """Texts, tokens and truncated texts embedded since load (truncation is otherwise silent)."""
+        return self._stats
+
     def describe(self) -> str:
-        """One line: the variant and backend in use, why, and their recorded fidelity."""
+        """One line: the variant and backend in use, why, their recorded fidelity and this CPU's int8 path."""
         fidelity = self._variant.fidelity
         figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
         streams = self._streams.count
         return (f"{self.variant} on {self.backend} ({self._reason}){figure}; "
                 f"dimension {self.dimension}, max_length {self.max_length}, "
-                + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time"))
+                + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time")
+                + f"; int8 path of this CPU: {int8_path().description}")
 
-    def encode(self, texts: str | Iterable[str], batch_size: int = 32, prompt_name: str | None = None,
+    def tokenize(self, texts: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
+                 truncate: bool = True) -> TokenizedTexts:
+        """Tokenize texts with the prompt applied, as encode() does; pass the result to embed()."""
+        items = _as_texts(texts)
+        check_bool("truncate", truncate)
+        prefix = self._prefix(prompt_name, prompt)
+        if prefix:
+            items = [prefix + text for text in items]
+        _check_unicode(items)
+        return self._tokenizer.tokenize(items, truncate=truncate)
+
+    def embed(self, tokens: TokenizedTexts, *, batch_size: int = 32, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+              normalize: bool | None = None, dim: int | None = None) -> np.ndarray:
+        """Embed tokenized texts: float32 of shape (len(tokens), dim), in their order."""
+        if not isinstance(tokens, TokenizedTexts):
+            raise InvalidTypeError("tokens", tokens, "the TokenizedTexts that Embedder.tokenize returns")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_batch_tokens", max_batch_tokens)
+        self._check_postprocess(normalize, dim)
+        vectors = self._run(list(tokens.encodings), batch_size, max_batch_tokens)
+        self._count(len(tokens), tokens.token_count, tokens.truncated_count)
+        return self.postprocess(vectors, normalize=normalize, dim=dim)
+
+    def postprocess(self, vectors: np.ndarray, *, normalize: bool | None = None, dim: int | None = None) -> np.ndarray:
+        """What follows pooling: keep the first `dim` components (Matryoshka), then L2-normalize when `normalize`
+        (None follows the model). embed(..., normalize=False) followed by this gives embed's own result."""
+        self._check_postprocess(normalize, dim)
+        vectors = truncate_dim(np.asarray(vectors, dtype=np.float32), dim)
+        if self.manifest.normalize if normalize is None else normalize:
+            vectors = l2_normalize(vectors)
+        return vectors
+
+    def encode(self, texts: str | Iterable[str], *, batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
                truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
                chunk_overlap: int | None = None) -> np.ndarray:
         """Embed texts: float32 of shape (n, dim), or (dim,) for a single string.
 
-        `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts);
-        with neither, the manifest's default prompt applies. `normalize=None` follows the model
-        (the manifest's `normalize`). `dim` keeps the first `dim` components before normalizing.
-        Texts are tokenized once, sorted by length and batched by `batch_size` and by
-        `max_batch_tokens` (padded tokens per batch); results come back in input order. With streams
-        (see load()), several texts are cut into at least that many batches of at most STREAM_BATCH_TOKENS
-        padded tokens (a longer text gets a batch of its own), which run at once and share the token budget.
-        `chunking=True` embeds a text longer than max_length as windows of max_length tokens that share
-        `chunk_overlap` tokens (default max_length // 8), pooled together (see `combine_windows`) instead of
-        cutting it at max_length. Each window sees only its own tokens, so this approximates a model that
-        could read the whole text; raising max_length (up to the model's position limit) is exact.
+        `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts); with neither, the
+        manifest's default prompt applies. `normalize=None` follows the model. `dim` keeps the first `dim`
+        components before normalizing. Texts are tokenized once, sorted by length and batched by `batch_size`
+        and `max_batch_tokens` (padded tokens per batch); results come back in input order. Texts over
+        max_length are cut (`stats` counts them); `truncate=False` raises InputTooLongError instead.
+        `chunking=True` embeds a text longer than max_length as windows of max_length tokens sharing
+        `chunk_overlap` tokens (default max_length // 8), pooled together (see pooling.combine_windows).
         """
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        _check_texts(items)
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("max_batch_tokens", max_batch_tokens)
-        self._check_dim(dim)
-        if chunking:
-            chunk_overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else chunk_overlap
-            self._check_overlap(chunk_overlap)
-        prefix = self._prefix(prompt_name, prompt)
-        if prefix:
-            items = [prefix + text for text in items]
-        owners = None
-        if chunking and items:
-            windows = self._tokenizer.encode_windows(items, chunk_overlap)
-            encodings = [window for text_windows in windows for window in text_windows]
-            owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
+        check_bool("chunking", chunking)
+        if not chunking:
+            tokens = self.tokenize(texts, prompt_name=prompt_name, prompt=prompt, truncate=truncate)
+            vectors = self.embed(tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                                 normalize=normalize, dim=dim)
         else:
-            encodings = self._tokenize(items, truncate) if items else []
-        lengths = [len(encoding.ids) for encoding in encodings]
-        vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
-
-        def embed(backend: Backend, rows: list[int]) -> None:
-            batch = self._tokenizer.pad([encodings[row] for row in rows])
-            vectors[rows] = pool(backend.run(self._feeds(batch)), batch.attention_mask, self.manifest.pooling)
-
-        streams = self._streams.count
-        if streams > 1 and len(encodings) > 1:
-            per_stream = -(-len(encodings) // streams)  # every stream gets a batch
-            budget = max(1, min(max_batch_tokens // streams, STREAM_BATCH_TOKENS))
-            self._streams.map(embed, plan_batches(lengths, min(batch_size, per_stream), budget))
-        else:
-            for rows in plan_batches(lengths, batch_size, max_batch_tokens):
-                embed(self._backend, rows)
-        if owners is not None:
-            vectors = combine_windows(vectors, owners, np.asarray(lengths, np.float32), self.manifest.pooling,
-                                      len(items))
-        vectors = truncate_dim(vectors, dim)
-        if self.manifest.normalize if normalize is None else normalize:
-            vectors = l2_normalize(vectors)
+            vectors = self._encode_chunked(texts, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt,
+                                           normalize=normalize, dim=dim, truncate=truncate,
+                                           max_batch_tokens=max_batch_tokens, chunk_overlap=chunk_overlap)
         return vectors[0] if single else vectors
 
-    def encode_query(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
-                     dim: int | None = None, truncate: bool = True, chunking: bool = False) -> np.ndarray:
+    def encode_query(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
+                     dim: int | None = None, truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                     chunking: bool = False, chunk_overlap: int | None = None) -> np.ndarray:
         """encode() with the manifest's "query" prompt, when it has one."""
         name = "query" if "query" in self.manifest.prompts else None
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
-                           normalize=normalize, dim=dim, truncate=truncate, chunking=chunking)
+                           normalize=normalize, dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens,
+                           chunking=chunking, chunk_overlap=chunk_overlap)
 
-    def encode_document(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
-                        dim: int | None = None, truncate: bool = True, chunking: bool = False) -> np.ndarray:
+    def encode_document(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
+                        dim: int | None = None, truncate: bool = True,
+                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
+                        chunk_overlap: int | None = None) -> np.ndarray:
         """encode() with the first of the "document", "passage", "corpus" prompts the manifest has."""
         name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.manifest.prompts), None)
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
-                           normalize=normalize, dim=dim, truncate=truncate, chunking=chunking)
+                           normalize=normalize, dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens,
+                           chunking=chunking, chunk_overlap=chunk_overlap)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
         return similarity_matrix(a, b, self.manifest.similarity_fn_name)
 
-    def _tokenize(self, items: list[str], truncate: bool) -> list[Encoding]:
-        try:
-            return self._tokenizer.encode(items, truncate=truncate)
-        except (TypeError, ValueError) as exc:
-            _check_unicode(items)  # tokenizers reports a lone surrogate as a misleading TypeError
-            raise exc
+    def _encode_chunked(self, texts: str | Iterable[str], *, batch_size: int, prompt_name: str | None,
+                        prompt: str | None, normalize: bool | None, dim: int | None, truncate: bool,
+                        max_batch_tokens: int, chunk_overlap: int | None) -> np.ndarray:
+        items = _as_texts(texts)
+        check_bool("truncate", truncate)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("max_batch_tokens", max_batch_tokens)
+        self._check_postprocess(normalize, dim)
+        overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else check_int_range(
+            "chunk_overlap", chunk_overlap, 0, self.max_length // 2, "at most half of max_length")
+        prefix = self._prefix(prompt_name, prompt)
+        items = [prefix + text for text in items] if prefix else items
+        _check_unicode(items)
+        if not items:
+            return self.postprocess(np.zeros((0, self.dimension), np.float32), normalize=normalize, dim=dim)
+        windows = self._tokenizer.encode_windows(items, overlap)
+        encodings = [window for text_windows in windows for window in text_windows]
+        owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
+        lengths = np.asarray([len(e.ids) for e in encodings], np.float32)
+        vectors = self._run(encodings, batch_size, max_batch_tokens)
+        self._count(len(items), int(lengths.sum()), 0)
+        combined = combine_windows(vectors, owners, lengths, self.manifest.pooling, len(items))
+        return self.postprocess(combined, normalize=normalize, dim=dim)
 
-    def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+    def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int) -> np.ndarray:
+        """Pooled, unnormalized vectors of `encodings`, in their order."""
+        lengths = [len(encoding.ids) for encoding in encodings]
+        vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
+
+        def embed_rows(backend: Backend, rows: list[int]) -> None:
+            batch = self._tokenizer.pad([encodings[row] for row in rows])
+            vectors[rows] = pool(backend.run(self._feeds(backend, batch)), batch.attention_mask,
+                                 self.manifest.pooling)
+
+        streams = self._streams.count
+        if streams > 1 and len(encodings) > 1:
+            per_stream = -(-len(encodings) // streams)  # every stream gets a batch
+            budget = max(1, min(max_batch_tokens // streams, STREAM_BATCH_TOKENS))
+            self._streams.map(embed_rows, plan_batches(lengths, min(batch_size, per_stream), budget))
+        else:
+            for rows in plan_batches(lengths, batch_size, max_batch_tokens):
+                embed_rows(self._backend, rows)
+        return vectors
+
+    def _count(self, texts: int, tokens: int, truncated: int) -> None:
+        with self._stats_lock:
+            old = self._stats
+            self._stats = EncodeStats(old.texts + texts, old.tokens + tokens, old.truncated + truncated)
+
+    def _feeds(self, backend: Backend, batch) -> dict[str, np.ndarray]:
         try:
-            return build_feeds(self._backend.inputs, batch)
+            return build_feeds(backend.inputs, batch)
         except ValueError as exc:
             raise ModelFileError(self.directory / self._variant.model_file, str(exc)) from None
 
     def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
+        check_optional_str("prompt", prompt)
+        check_optional_str("prompt_name", prompt_name)
         if prompt is not None:
             return prompt
         name = prompt_name if prompt_name is not None else self.manifest.default_prompt_name
@@ -250,89 +308,38 @@ class Embedder:
                                      "prompts are set at export with --prompt NAME=TEXT")
         return self.manifest.prompts[name]
 
-    def _check_overlap(self, overlap: int) -> None:
-        limit = self.max_length // 2
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= limit:
-            raise ValueError(f"chunk_overlap must be an integer from 0 to {limit} (half of max_length "
-                             f"{self.max_length}), got {overlap!r}")
-
-    def _check_dim(self, dim: int | None) -> int:
+    def _check_postprocess(self, normalize: bool | None, dim: int | None) -> None:
+        check_bool("normalize", normalize, allow_none=True)
         if dim is None:
-            return self.dimension
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.dimension:
-            raise ValueError(f"dim must be an integer from 1 to {self.dimension}, got {dim!r}"
-                             + (f"; this model was trained for {self.manifest.matryoshka_dims}"
-                                if self.manifest.matryoshka_dims else ""))
-        return dim
+            return
+        trained = self.manifest.matryoshka_dims
+        check_int_range("dim", dim, 1, self.dimension, f"this model was trained for {trained}" if trained else "")
+        if dim not in trained and dim != self.dimension and not self._warned_dim:
+            self._warned_dim = True
+            warnings.warn(f"dim={dim} is not among the Matryoshka dims this export records ({trained or 'none'}); "
+                          "a model not trained for it loses more than a Matryoshka model would", stacklevel=4)
 
 
-def _check_texts(items: list[object]) -> None:
+def _as_texts(texts: object) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidTypeError("texts", texts, "a string or an iterable of strings")
+    items = list(texts)
     for index, text in enumerate(items):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+            raise InvalidTypeError(f"texts[{index}]", text, "str")
+    return items
 
 
 def _check_unicode(items: list[str]) -> None:
+    """tokenizers reports a lone surrogate as a misleading TypeError; name the text instead."""
     for index, text in enumerate(items):
+        if text.isascii():
+            continue
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise ValueError(f"texts[{index}] is not valid Unicode ({exc.reason} at position {exc.start})") from None
-
-
-def _choose_backend(manifest: Manifest, requested: str | None) -> str:
-    if requested is not None:
-        if requested not in BACKEND_FORMATS:
-            raise UnknownChoiceError("backend", requested, BACKEND_FORMATS)
-        return requested
-    exported = {v.format for v in manifest.variants}
-    candidates = [name for name, fmt in BACKEND_FORMATS.items() if fmt in exported]
-    for name in installed_backends():
-        if name in candidates:
-            return name
-    if not candidates:
-        raise ModelFileError("manifest.json", "lists no variant; re-export the model")
-    raise BackendUnavailableError(candidates[0], BACKEND_MODULES[candidates[0]], BACKEND_EXTRAS[candidates[0]])
-
-
-def _choose_variant(manifest: Manifest, requested: str | None, backend: str) -> Variant:
-    fmt = BACKEND_FORMATS[backend]
-    available = [v.dtype for v in manifest.variants if v.format == fmt]
-    if requested is None:
-        for dtype in VARIANT_PREFERENCE:
-            if dtype in available:
-                requested = dtype
-                break
-        else:
-            requested = available[0] if available else "fp32"
-    found = manifest.find(fmt, requested)
-    if found is None:
-        others = sorted({f"{v.dtype} ({name})" for v in manifest.variants
-                         for name, f in BACKEND_FORMATS.items() if f == v.format and name != backend})
-        hint = f"other backends have: {', '.join(others)}" if others else ""
-        raise UnknownChoiceError(f"variant for backend {backend!r}", requested, available, hint)
-    return found
-
-
-def _check_file(directory: Path, relative: str, expected_bytes: int) -> None:
-    """The file must lie inside the model directory and have the size the manifest records."""
-    path = (directory / relative)
-    root = directory.resolve()
-    if root not in path.resolve().parents:
-        raise ModelFileError(path, "lies outside the model directory; refusing to load it")
-    if not path.is_file():
-        raise ModelFileError(path, "not found; the exported directory is incomplete, re-export or re-copy it")
-    size = path.stat().st_size
-    if size != expected_bytes:
-        raise ModelFileError(path, f"is {size} bytes but manifest.json records {expected_bytes}; "
-                                   "the file is corrupt or from another export")
-
-
-def _check_max_length(manifest: Manifest, requested: int | None) -> int:
-    if requested is None:
-        return manifest.max_length
-    limit = manifest.max_position_embeddings
-    if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= limit:
-        raise ValueError(f"max_length must be an integer from 1 to {limit} (the model's position limit), "
-                         f"got {requested!r}")
-    return requested
+            raise InvalidArgumentError(f"texts[{index}]", text, "valid Unicode text",
+                                       f"{exc.reason} at position {exc.start}; decode your input with "
+                                       "errors='replace'") from None

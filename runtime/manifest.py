@@ -1,6 +1,7 @@
 """manifest.json: the one contract between the exporter and the runtime."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,8 +12,6 @@ from .errors import ManifestError
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 POOLING_MODES = ("mean", "cls", "max")
-# Which file format each backend runs.
-BACKEND_FORMATS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
 @dataclass
@@ -26,14 +25,21 @@ class FileEntry:
 
 @dataclass
 class Fidelity:
-    """How close a variant's embeddings are to the PyTorch reference."""
+    """How close a variant's embeddings are to a reference, and on which CPU that was measured.
+
+    Used for the export's validation against PyTorch (with `threshold` and `passed`), for its retrieval check
+    on the evaluation corpus (with `top10_overlap`) and for `edgembed eval`'s rows.
+    """
 
     cosine_min: float
     cosine_mean: float
     texts: int
     reference: str
-    threshold: float
-    passed: bool
+    threshold: float | None = None
+    passed: bool = True
+    cosine_p1: float | None = None
+    top10_overlap: float | None = None
+    int8_path: str | None = None  # runtime.cpu.Int8Path.name of the CPU that measured it
 
 
 @dataclass
@@ -41,25 +47,27 @@ class Speed:
     """Throughput measured at export on the validation texts (a hint for `auto`, not a benchmark)."""
 
     texts_per_second: float
-    threads: int | None
     cpu: str
 
 
 @dataclass
 class Variant:
-    """One exported graph: a file format at a precision."""
+    """One exported graph: a file format at a precision.
+
+    `portable`: its numbers do not depend on the CPU's int8 path (float variants, and int8 recipes whose integer
+    products are exact on every kernel), so its fidelity holds on any CPU.
+    """
 
     format: str
     dtype: str
     files: list[FileEntry]
-    inputs: list[str]
     output: str = "last_hidden_state"
     precision_hint: str | None = None
     quantization: str | None = None
+    portable: bool = False
     fidelity: Fidelity | None = None
+    evaluation: Fidelity | None = None
     speed: Speed | None = None
-    # Retrieval figures on the evaluation corpus (cosine mean/min/p1, top10_overlap, sizes, reference).
-    evaluation: dict[str, float | int | str] | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +102,11 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     edgembed_version: str = ""
 
+    @property
+    def model_id(self) -> str:
+        """The checkpoint this export came from (hub id or local path)."""
+        return str(self.source.get("model") or "")
+
     def find(self, fmt: str, dtype: str) -> Variant | None:
         """The variant of this format and dtype, if exported."""
         for variant in self.variants:
@@ -111,6 +124,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = MANIFEST_NAME) -> "Manifest":
+        """Fields this version does not know are ignored, so newer exporters can add optional ones."""
         if not isinstance(data, dict):
             raise ManifestError(origin, "top level must be a JSON object")
         version = data.get("format_version")
@@ -120,13 +134,13 @@ class Manifest:
                 "re-export the model with this edgembed version"
             )
         try:
-            variants = [_variant_from_dict(v) for v in data.get("variants", [])]
-            fields = {k: v for k, v in data.items() if k != "variants"}
-            manifest = cls(**fields, variants=variants)
-        except (TypeError, KeyError) as exc:
-            raise ManifestError(origin, f"missing or unexpected field ({exc})") from None
-        if manifest.pooling not in POOLING_MODES:
-            raise ManifestError(origin, f"pooling {manifest.pooling!r} is not one of {POOLING_MODES}")
+            variants = data.get("variants", [])
+            if not isinstance(variants, list):
+                raise TypeError("variants must be a list")
+            manifest = _build(cls, data, variants=[_variant_from_dict(v) for v in variants])
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise ManifestError(origin, f"missing or malformed field ({exc}); re-export the model") from None
+        _check_values(manifest, origin)
         return manifest
 
     @classmethod
@@ -141,9 +155,43 @@ class Manifest:
         return cls.from_dict(data, origin=str(path))
 
 
+def _build(kind, data: dict[str, Any], **given: Any):
+    """kind(**known fields of data, **given); unknown keys are dropped, missing required ones raise TypeError."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{kind.__name__} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    return kind(**{k: v for k, v in data.items() if k in names and k not in given}, **given)
+
+
 def _variant_from_dict(data: dict[str, Any]) -> Variant:
-    files = [FileEntry(**f) for f in data["files"]]
-    fidelity = Fidelity(**data["fidelity"]) if data.get("fidelity") else None
-    speed = Speed(**data["speed"]) if data.get("speed") else None
-    fields = {k: v for k, v in data.items() if k not in ("files", "fidelity", "speed")}
-    return Variant(**fields, files=files, fidelity=fidelity, speed=speed)
+    if not isinstance(data, dict):
+        raise TypeError(f"a variant must be a JSON object, got {type(data).__name__}")
+    files = [_build(FileEntry, f) for f in data["files"]]
+    if not files:
+        raise ValueError(f"variant {data.get('format')}/{data.get('dtype')} lists no files")
+    fidelity = _build(Fidelity, data["fidelity"]) if data.get("fidelity") else None
+    evaluation = data.get("evaluation")
+    # Exports before the unified Fidelity stored retrieval figures without a `texts` count.
+    if isinstance(evaluation, dict) and "texts" not in evaluation:
+        evaluation = {**evaluation, "texts": int(evaluation.get("queries", 0)) + int(evaluation.get("documents", 0))}
+    speed = _build(Speed, data["speed"]) if data.get("speed") else None
+    return _build(Variant, data, files=files, fidelity=fidelity,
+                  evaluation=_build(Fidelity, evaluation) if evaluation else None, speed=speed)
+
+
+def _check_values(manifest: Manifest, origin: str) -> None:
+    if manifest.pooling not in POOLING_MODES:
+        raise ManifestError(origin, f"pooling {manifest.pooling!r} is not one of {POOLING_MODES}")
+    for name in ("hidden_size", "max_length", "max_position_embeddings"):
+        value = getattr(manifest, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ManifestError(origin, f"{name} must be a positive integer, got {value!r}")
+    if manifest.max_length > manifest.max_position_embeddings:
+        raise ManifestError(origin, f"max_length {manifest.max_length} exceeds max_position_embeddings "
+                                    f"{manifest.max_position_embeddings}")
+    if not isinstance(manifest.tokenizer_file, str) or not manifest.tokenizer_file:
+        raise ManifestError(origin, f"tokenizer_file must be a relative path, got {manifest.tokenizer_file!r}")
+    for variant in manifest.variants:
+        for entry in variant.files:
+            if not isinstance(entry.path, str) or isinstance(entry.bytes, bool) or not isinstance(entry.bytes, int):
+                raise ManifestError(origin, f"variant {variant.name} has a malformed file entry {entry!r}")

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from .backends import Backend
 from .cpu import physical_cores
-from .errors import check_positive_int
+from .errors import InvalidArgumentError, check_positive_int
 
 Item = TypeVar("Item")
 # Padded tokens per batch on a stream (fewer when max_batch_tokens / streams is smaller). Small batches keep
@@ -25,17 +25,14 @@ STREAM_BATCH_TOKENS = 512
 
 
 def resolve_streams(streams: int | None, threads: int | None, on_cpu: bool) -> tuple[int, int]:
-    """(streams, threads shared by them) for a load() call; `streams=None` picks 2 on a CPU with 2+ cores, else 1.
-
-    ValueError when `streams` is not a positive integer or exceeds the threads.
-    """
+    """(streams, threads shared by them) for a load() call; `streams=None` picks 2 on a CPU with 2+ cores, else 1."""
     total = threads or physical_cores()
     if streams is None:
         return (2 if on_cpu and total >= 2 else 1), total
-    check_positive_int("streams", streams)
+    check_positive_int("streams", streams, "1 runs one batch at a time")
     if streams > total:
-        raise ValueError(f"streams={streams} exceeds the {total} threads (each stream needs one); "
-                         f"pass streams <= {total}, or more threads")
+        raise InvalidArgumentError("streams", streams, f"at most the {total} threads (each stream needs one)",
+                                   "pass fewer streams, or more threads")
     return streams, total
 
 

@@ -10,6 +10,12 @@ from tokenizers import Encoding, Tokenizer
 
 from .errors import InputTooLongError, ModelFileError
 
+# Texts longer than max_length x this many characters are cut before tokenizing (the tokenizer's cost grows with
+# the whole text, truncation or not); the cut is checked to leave enough tokens, else the whole text is used.
+CHARACTERS_PER_TOKEN_CAP = 64
+# Tokens past max_length that a cut text must still yield, so a word split by the cut cannot reach the kept part.
+_CUT_MARGIN_TOKENS = 8
+
 
 @dataclass
 class Batch:
@@ -17,6 +23,40 @@ class Batch:
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Texts after tokenization, what `Embedder.embed` runs. Slice or concatenate to regroup texts, e.g. to
+    batch the texts of several requests together."""
+
+    encodings: tuple[Encoding, ...]
+    truncated: tuple[bool, ...]
+
+    def __len__(self) -> int:
+        return len(self.encodings)
+
+    def __getitem__(self, key: slice) -> "TokenizedTexts":
+        if not isinstance(key, slice):
+            raise TypeError("TokenizedTexts takes slices, e.g. tokens[2:5]")
+        return TokenizedTexts(self.encodings[key], self.truncated[key])
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per text, special tokens included, after truncation."""
+        return [len(encoding.ids) for encoding in self.encodings]
+
+    @property
+    def token_count(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def truncated_count(self) -> int:
+        return sum(self.truncated)
+
+    @classmethod
+    def concat(cls, parts: Sequence["TokenizedTexts"]) -> "TokenizedTexts":
+        return cls(tuple(e for part in parts for e in part.encodings), tuple(t for part in parts for t in part.truncated))
 
 
 class TextTokenizer:
@@ -33,15 +73,30 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_length=max_length)
         self._pad_token_id = pad_token_id
         self._windowing: dict[int, Tokenizer] = {}  # overlap -> a private copy that truncates with that stride
+        self._counter: Tokenizer | None = None  # a private copy without truncation, for exact token counts
 
-    def encode(self, texts: list[str], truncate: bool = True) -> list[Encoding]:
-        """Tokenize every text in one call (the parallel Rust batch path)."""
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+    def tokenize(self, texts: list[str], truncate: bool = True) -> TokenizedTexts:
+        """Tokenize every text in one call (the parallel Rust batch path); InputTooLongError when a text is
+        over max_length and `truncate` is False."""
+        cap = self.max_length * CHARACTERS_PER_TOKEN_CAP
+        encodings = self._tokenizer.encode_batch([text[:cap] for text in texts], add_special_tokens=True)
+        for index, text in enumerate(texts):
+            if len(text) > cap and _overflow_tokens(encodings[index]) < _CUT_MARGIN_TOKENS:
+                encodings[index] = self._tokenizer.encode(text, add_special_tokens=True)  # the cut left too few
+        truncated = tuple(bool(encoding.overflowing) for encoding in encodings)
         if not truncate:
-            for index, encoding in enumerate(encodings):
-                if encoding.overflowing:
-                    raise InputTooLongError(index, self._count_tokens(texts[index]), self.max_length)
-        return encodings
+            for index, cut in enumerate(truncated):
+                if cut:
+                    raise InputTooLongError(index, self.count_tokens(texts[index]), self.max_length)
+        return TokenizedTexts(tuple(encodings), truncated)
+
+    def count_tokens(self, text: str) -> int:
+        """Token count without truncation, on a private copy so the shared tokenizer is never reconfigured."""
+        if self._counter is None:
+            counter = Tokenizer.from_str(self._tokenizer.to_str())
+            counter.no_truncation()
+            self._counter = counter
+        return len(self._counter.encode(text, add_special_tokens=True).ids)
 
     def encode_windows(self, texts: list[str], overlap: int) -> list[list[Encoding]]:
         """Every text as windows of at most max_length tokens, each with its special tokens, sharing `overlap`
@@ -65,14 +120,9 @@ class TextTokenizer:
             attention_mask[row, :length] = encoding.attention_mask
         return Batch(input_ids=input_ids, attention_mask=attention_mask)
 
-    def __call__(self, texts: list[str], truncate: bool = True) -> Batch:
-        return self.pad(self.encode(texts, truncate))
 
-    def _count_tokens(self, text: str) -> int:
-        """Token count without truncation, on a private copy so the shared tokenizer is never reconfigured."""
-        counter = Tokenizer.from_str(self._tokenizer.to_str())
-        counter.no_truncation()
-        return len(counter.encode(text, add_special_tokens=True).ids)
+def _overflow_tokens(encoding: Encoding) -> int:
+    return sum(len(part.ids) for part in encoding.overflowing)
 
 
 def _load(path: Path) -> Tokenizer:
@@ -81,4 +131,4 @@ def _load(path: Path) -> Tokenizer:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
-        raise ModelFileError(path, f"cannot be loaded as a tokenizers file ({exc})") from None
+        raise ModelFileError(path, f"cannot be loaded as a tokenizers file ({str(exc)[:200]})") from None

@@ -13,7 +13,7 @@ from tiny_model import build_tiny_modernbert, real_sentences  # noqa: E402
 
 DTYPES = ("fp32", "fp16", "q8")
 BACKENDS = ("onnxruntime", "openvino")
-# Minimum cosine to PyTorch per text on the tiny model (the Foundation issue's thresholds).
+# Minimum cosine to PyTorch per text on the tiny model, whatever the CPU.
 TINY_THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.995}
 ALL_VARIANTS = [(dtype, backend) for dtype in DTYPES for backend in BACKENDS]
 
@@ -50,11 +50,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All six variants of the tiny model, exported through the public CLI entry point."""
-    from edgembed.runtime.cli import main
+    from edgembed.cli import main
 
     out = tmp_path_factory.mktemp("export") / "tiny"
+    # --allow-low-fidelity: a weak variant fails its own tests (which assert its figures), not every test here.
     code = main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "fp32", "fp16", "q8",
-                 "--format", "onnx", "openvino", "--matryoshka-dims", "64", "32", "16"])
+                 "--format", "onnx", "openvino", "--matryoshka-dims", "64", "32", "16", "--allow-low-fidelity"])
     assert code == 0
     return out
 

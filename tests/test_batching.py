@@ -38,5 +38,5 @@ def test_mixed_lengths_come_back_in_order(embedders, parity_texts):
 
 
 def test_bad_token_budget(embedders):
-    with pytest.raises(ValueError, match="max_batch_tokens must be a positive integer"):
+    with pytest.raises(ValueError, match="max_batch_tokens=0 is not valid: expected an integer of at least 1"):
         embedders["fp32", "onnxruntime"].encode(["x"], max_batch_tokens=0)

@@ -10,7 +10,7 @@ from conftest import cosines
 
 from edgembed.runtime import Embedder
 
-CLI = [sys.executable, "-m", "edgembed.runtime.cli"]
+CLI = [sys.executable, "-m", "edgembed"]
 
 
 def test_embed_arguments(tiny_export):
@@ -39,14 +39,14 @@ def test_embed_stdin_with_prompt_and_dim(tiny_export):
 def test_embed_unknown_variant_is_a_clean_error(tiny_export):
     result = subprocess.run([*CLI, "embed", str(tiny_export), "--variant", "q4", "x"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown variant" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_export_bad_quantize_is_a_clean_error(tiny_model_dir, tmp_path):
     result = subprocess.run([*CLI, "export", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--quantize", "q3"],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown --quantize value 'q3'; available: 'fp16', 'fp32', 'q4', 'q8', 'q8-static'" in result.stderr
     assert not (tmp_path / "o").exists()
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from conftest import ALL_VARIANTS
 
-from edgembed.runtime import evaluate
-from edgembed.runtime.cli import main
-from edgembed.runtime.evaluate import evaluate_directory, top_k_overlap
+from edgembed.cli import main
+from edgembed.evaluation.evaluate import evaluate_directory, top_k_overlap
 
 
 def test_top_k_overlap():
@@ -28,22 +27,23 @@ def test_eval_writes_table_json_and_plot(tiny_export, parity_texts, tmp_path, ca
     queries.write_text("\n".join(json.dumps({"text": t[:40]}) for t in parity_texts[:8]))
     report = tmp_path / "report"
     assert main(["eval", str(tiny_export), "--texts", str(documents), "--queries", str(queries),
-                 "--field", "q", "--report", str(report)]) == 1
+                 "--field", "q", "--report", str(report)]) == 2
     assert "no string field 'q'" in capsys.readouterr().err and not report.exists()
     assert main(["eval", str(tiny_export), "--texts", str(documents), "--queries", str(queries),
                  "--report", str(report), "--passes", "2"]) == 0
     rows = json.loads((report / "report.json").read_text())
     assert sorted((r["variant"], r["backend"]) for r in rows) == sorted(ALL_VARIANTS)
     for row in rows:
-        assert 0.99 <= row["cosine_mean"] <= 1.0 + 1e-6 and row["texts_per_second"] > 0 and row["bytes"] > 0
+        fidelity = row["fidelity"]
+        assert 0.99 <= fidelity["cosine_mean"] <= 1.0 + 1e-6 and row["texts_per_second"] > 0 and row["bytes"] > 0
         if row["variant"] == "fp32":
-            assert row["top10_overlap"] == pytest.approx(1.0) and row["cosine_min"] >= 0.9999
+            assert fidelity["top10_overlap"] == pytest.approx(1.0) and fidelity["cosine_min"] >= 0.9999
     markdown = (report / "report.md").read_text()
     assert "| q8 | openvino |" in markdown and "top-10 overlap" in markdown and "best of 2 passes" in markdown
     assert (report / "fidelity_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_texts, monkeypatch):
+def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_texts):
     """After the fidelity pass, each round runs every variant once, in reversed order every other round."""
     calls = []
 
@@ -51,21 +51,21 @@ def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_t
         calls.append((embedder.variant, embedder.backend))
         return 1e9 if len(calls) == 1 else 1e-3  # one fast pass, then slow ones
 
-    monkeypatch.setattr(evaluate, "documents_per_second", fake_rate)
-    results = evaluate_directory(tiny_export, parity_texts[:4], parity_texts[:20], passes=3, progress=lambda _: None)
+    results = evaluate_directory(tiny_export, parity_texts[:4], parity_texts[:20], passes=3, progress=lambda _: None,
+                                 rate=fake_rate)
     pairs = [(r.variant, r.backend) for r in results]
     assert sorted(pairs) == sorted(ALL_VARIANTS)
     assert calls == pairs[::-1] + pairs  # rounds 2 and 3
     assert results[-1].texts_per_second == 1e9  # its fast pass counts
     assert all(1 < r.texts_per_second < 1e9 for r in results[:-1])  # their own first pass beats the slow ones
-    with pytest.raises(ValueError, match="passes must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="passes=0 is not valid: expected an integer of at least 1"):
         evaluate_directory(tiny_export, parity_texts[:4], parity_texts[:20], passes=0)
 
 
 def test_export_stores_retrieval_figures(tiny_export):
     for variant in json.loads((tiny_export / "manifest.json").read_text())["variants"]:
         figures = variant["evaluation"]
-        assert figures["queries"] == 100 and figures["documents"] == 1000
+        assert figures["texts"] == 1100 and figures["int8_path"]
         assert figures["reference"].startswith("pytorch")
         assert 0.8 <= figures["top10_overlap"] <= 1.0 and figures["cosine_p1"] >= figures["cosine_min"]
         if variant["dtype"] == "fp32":

@@ -10,7 +10,7 @@ import pytest
 from edgembed.export import ExportRequest, run_export
 from edgembed.export.source import read_embedding_spec, read_pooling, resolve
 from edgembed.runtime import Embedder
-from edgembed.runtime.errors import ExportError, FidelityError, UnsupportedModelError
+from edgembed.export.errors import ExportError, FidelityError, UnsupportedModelError
 
 
 def _quiet(_: str) -> None:

@@ -16,9 +16,10 @@ import pytest
 from conftest import BACKENDS, DTYPES
 from tiny_model import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
 
-from edgembed.runtime.backends import BackendOptions, load_backend
-from edgembed.runtime.cli import main
-from edgembed.runtime.manifest import BACKEND_FORMATS, Manifest
+from edgembed.runtime.backends import BackendOptions, compile_graph
+from edgembed.cli import main
+from edgembed.runtime.backends import BACKENDS
+from edgembed.runtime.manifest import Manifest
 from edgembed.runtime.tokenization import TextTokenizer
 
 LONGEST = 8192
@@ -47,7 +48,7 @@ def long_ids(long_model) -> np.ndarray:
     out = long_model[1]
     manifest = Manifest.read(out)
     tokenizer = TextTokenizer(out / manifest.tokenizer_file, LONGEST, manifest.pad_token_id)
-    ids = tokenizer([" ".join(real_sentences(1200))]).input_ids[0]
+    ids = np.asarray(tokenizer.tokenize([" ".join(real_sentences(1200))]).encodings[0].ids, dtype=np.int64)
     assert len(ids) == LONGEST
     return ids
 
@@ -73,8 +74,8 @@ def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def load_graph(out, dtype: str, backend: str):
-    variant = Manifest.read(out).find(BACKEND_FORMATS[backend], dtype)
-    return load_backend(backend, out / variant.model_file, variant.output,
+    variant = Manifest.read(out).find(BACKENDS[backend].format, dtype)
+    return compile_graph(backend, out / variant.model_file, variant.output,
                         BackendOptions(precision_hint=variant.precision_hint))
 
 
@@ -168,7 +169,7 @@ def test_windows_cover_the_text_with_the_requested_overlap(long_model):
     manifest = Manifest.read(out)
     tokenizer = TextTokenizer(out / manifest.tokenizer_file, 64, manifest.pad_token_id)
     text = " ".join(real_sentences(60))
-    whole = TextTokenizer(out / manifest.tokenizer_file, LONGEST, manifest.pad_token_id).encode([text])[0].ids
+    whole = TextTokenizer(out / manifest.tokenizer_file, LONGEST, manifest.pad_token_id).tokenize([text]).encodings[0].ids
     windows = [[w.ids for w in text_windows]
                for text_windows in tokenizer.encode_windows([text, "a short one"], overlap=16)]
     assert len(windows[1]) == 1
@@ -189,7 +190,7 @@ def test_chunking_reads_past_max_length(long_model):
     short = Embedder.load(out, variant="fp32", backend="onnxruntime", max_length=128)
     whole = full.encode(text)
     truncated, chunked = short.encode(text), short.encode(text, chunking=True)
-    assert len(full._tokenizer.encode([text])[0].ids) > 4 * 128
+    assert full.tokenize(text).lengths[0] > 4 * 128
     # The windows see all of the text, so the chunked vector is closer to the whole-text one.
     assert float(chunked @ whole) > float(truncated @ whole)
     np.testing.assert_allclose(short.encode("a short text", chunking=True), short.encode("a short text"), atol=1e-6)

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     import json
     import numpy as np
     from edgembed.runtime import Embedder
-    from edgembed.runtime.cli import main  # the CLI module must not pull them in either
+    from edgembed.cli import main  # the CLI module must not pull them in either
 
     out, texts = sys.argv[1], json.loads(sys.argv[2])
     for dtype, backend in [pair.split(":") for pair in sys.argv[3].split(",")]:

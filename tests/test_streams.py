@@ -6,8 +6,7 @@ import pytest
 from conftest import cosines
 
 from edgembed.runtime import Embedder
-from edgembed.runtime import embedder as embedder_module
-from edgembed.runtime.backends import BackendOptions, load_backend
+from edgembed.runtime.backends import BackendOptions, compile_graph
 from edgembed.runtime.manifest import Manifest
 from edgembed.runtime.streams import STREAM_BATCH_TOKENS, resolve_streams
 
@@ -30,22 +29,22 @@ class _RecordingBackend:
 
     def __init__(self, backend, shapes: list[tuple[int, int]]) -> None:
         self._backend, self._shapes = backend, shapes
-        self.name, self.inputs = backend.name, backend.inputs
+        self.name, self.inputs, self.output_width = backend.name, backend.inputs, backend.output_width
 
     def run(self, feeds):
         self._shapes.append(feeds["input_ids"].shape)
         return self._backend.run(feeds)
 
 
-def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_export, monkeypatch):
+def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_export):
     compiled: list[BackendOptions] = []
 
-    def recording_load(name, path, output, options):
+    def recording_compile(name, path, output, options):
         compiled.append(options)
-        return load_backend(name, path, output, options)
+        return compile_graph(name, path, output, options)
 
-    monkeypatch.setattr(embedder_module, "load_backend", recording_load)
-    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2,
+                          compile=recording_compile)
     assert [(o.threads, o.streams) for o in compiled] == [(2, 1)]
     model.encode("a single query")
     model.encode(["one text in a list"])
@@ -55,11 +54,10 @@ def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_
     assert [(o.threads, o.streams) for o in compiled] == [(2, 1), (2, 2)]
 
 
-def test_stream_batches_are_small_and_every_stream_gets_one(tiny_export, parity_texts, monkeypatch):
+def test_stream_batches_are_small_and_every_stream_gets_one(tiny_export, parity_texts):
     shapes: list[tuple[int, int]] = []
-    monkeypatch.setattr(embedder_module, "load_backend",
-                        lambda *args: _RecordingBackend(load_backend(*args), shapes))
-    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2,
+                          compile=lambda *args: _RecordingBackend(compile_graph(*args), shapes))
     shapes.clear()  # the latency graph's warm-up, if any
     texts = [" ".join(parity_texts[:12])[:1500]] + parity_texts[:60]
     model.encode(texts, batch_size=32)
@@ -73,15 +71,15 @@ def test_stream_batches_are_small_and_every_stream_gets_one(tiny_export, parity_
 def test_openvino_compiles_one_stream_per_caller(tiny_export):
     manifest = Manifest.read(tiny_export)
     variant = manifest.find("openvino", "fp32")
-    backend = load_backend("openvino", tiny_export / variant.model_file, variant.output,
-                           BackendOptions(threads=2, streams=2))
+    backend = compile_graph("openvino", tiny_export / variant.model_file, variant.output,
+                            BackendOptions(threads=2, streams=2))
     assert int(backend._compiled.get_property("NUM_STREAMS")) == 2
 
 
 def test_bad_stream_counts_are_refused(tiny_export):
-    with pytest.raises(ValueError, match="streams must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="streams=0 is not valid: expected an integer of at least 1"):
         Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", streams=0)
-    with pytest.raises(ValueError, match="streams=3 exceeds the 2 threads"):
+    with pytest.raises(ValueError, match="streams=3 is not valid: expected at most the 2 threads"):
         Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=3)
 
 
@@ -92,14 +90,18 @@ def test_default_streams_follow_the_cores_and_the_device():
     assert resolve_streams(3, 4, on_cpu=True) == (3, 4)
 
 
-def test_an_error_in_a_stream_reaches_the_caller(tiny_export, monkeypatch):
-    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2)
+def test_an_error_in_a_stream_reaches_the_caller(tiny_export):
+    broken = {"on": True}
 
-    def broken_pool(hidden, mask, pooling):
-        raise RuntimeError("pooling failed")
+    class FailingBackend(_RecordingBackend):
+        def run(self, feeds):
+            if broken["on"]:
+                raise RuntimeError("engine failed")
+            return super().run(feeds)
 
-    monkeypatch.setattr(embedder_module, "pool", broken_pool)
-    with pytest.raises(RuntimeError, match="pooling failed"):
+    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2,
+                          compile=lambda *args: FailingBackend(compile_graph(*args), []))
+    with pytest.raises(RuntimeError, match="engine failed"):
         model.encode(["one", "two", "three"])
-    monkeypatch.undo()
+    broken["on"] = False
     assert np.isfinite(model.encode(["one", "two", "three"])).all()

@@ -1,6 +1,8 @@
-"""Backends run an exported graph and nothing else; they are chosen by name."""
+"""Backends run an exported graph and nothing else. BACKENDS is the one table of them: adding an engine is one
+row here plus its module with a class that follows `Backend`."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import UnknownChoiceError
+from ..errors import ModelFileError, UnknownChoiceError
 from ..tokenization import Batch
 
 
@@ -27,38 +29,56 @@ class BackendOptions:
 
 
 class Backend(Protocol):
-    """A compiled graph: feeds in, token states (batch, seq, hidden) out."""
+    """A compiled graph: feeds in, token states (batch, seq, hidden) out.
+
+    `inputs`: the graph's declared inputs and their types; `output_width`: the declared last dimension of the
+    output (None when the graph leaves it dynamic).
+    """
 
     name: str
     inputs: dict[str, np.dtype]
+    output_width: int | None
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-def _load_onnxruntime(path: Path, output: str, options: BackendOptions) -> Backend:
-    from .onnxruntime_backend import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(path, output, options)
+Compile = Callable[[str, Path, str, BackendOptions], Backend]
 
 
-def _load_openvino(path: Path, output: str, options: BackendOptions) -> Backend:
-    from .openvino_backend import OpenVinoBackend
+@dataclass(frozen=True)
+class BackendSpec:
+    """One engine: the file format it runs, the package it needs, the pip extra that installs it, its class."""
 
-    return OpenVinoBackend(path, output, options)
+    name: str
+    format: str
+    module: str
+    extra: str
+    implementation: str  # "module:Class", imported only when the backend is used
 
 
-BACKENDS: dict[str, Callable[[Path, str, BackendOptions], Backend]] = {
-    "onnxruntime": _load_onnxruntime,
-    "openvino": _load_openvino,
-}
-# The module each backend imports, to tell what is installed without importing it, and its pip extra.
-BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-BACKEND_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+BACKENDS = {spec.name: spec for spec in (
+    BackendSpec("onnxruntime", "onnx", "onnxruntime", "onnx", "onnxruntime_backend:OnnxRuntimeBackend"),
+    BackendSpec("openvino", "openvino", "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
+)}
 FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def backend_for_format(fmt: str) -> BackendSpec | None:
+    """The backend that runs files of this format."""
+    return next((spec for spec in BACKENDS.values() if spec.format == fmt), None)
+
+
+def compile_graph(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
+    """Compile the graph at `path` with the backend called `name` (the default `Compile`)."""
+    if name not in BACKENDS:
+        raise UnknownChoiceError("backend", name, BACKENDS)
+    module_name, class_name = BACKENDS[name].implementation.split(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)(path, output, options)
+
+
 def build_feeds(declared: dict[str, np.dtype], batch: Batch) -> dict[str, np.ndarray]:
-    """Exactly the inputs a graph declares, in the types it declares; ValueError for one edgembed cannot fill."""
+    """Exactly the inputs a graph declares, in the types it declares."""
     feeds = {}
     for name, dtype in declared.items():
         if name == "input_ids":
@@ -68,15 +88,33 @@ def build_feeds(declared: dict[str, np.dtype], batch: Batch) -> dict[str, np.nda
         elif name == "token_type_ids":
             value = np.zeros_like(batch.input_ids)
         else:
-            raise ValueError(f"graph declares input {name!r}, which edgembed cannot fill (it fills "
-                             f"{list(FEEDABLE_INPUTS)})")
+            raise ValueError(f"graph declares input {name!r}, which edgembed cannot fill")
         feeds[name] = value.astype(dtype, copy=False)
     return feeds
 
 
+def check_graph(backend: Backend, path: Path, hidden_size: int) -> None:
+    """The graph must take only inputs edgembed fills and put out `hidden_size` values per token."""
+    unknown = [name for name in backend.inputs if name not in FEEDABLE_INPUTS]
+    if unknown:
+        raise ModelFileError(path, f"the graph declares inputs {unknown} that edgembed cannot fill (it fills "
+                                   f"{list(FEEDABLE_INPUTS)}); export the model with 'edgembed export'")
+    if "input_ids" not in backend.inputs:
+        raise ModelFileError(path, f"the graph has no input_ids input (it declares {list(backend.inputs)})")
+    if backend.output_width is not None and backend.output_width != hidden_size:
+        raise ModelFileError(path, f"the graph puts out {backend.output_width} values per token but manifest.json "
+                                   f"says hidden_size {hidden_size}; the manifest belongs to another export")
+
+
+def first_line(exc: BaseException) -> str:
+    """An engine's exception as one short line (they can be pages long)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def installed_backends() -> list[str]:
-    """Backends whose package can be imported, in preference order."""
-    return [name for name, module in BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
+    """Backends whose package can be imported, in table order."""
+    return [spec.name for spec in BACKENDS.values() if importlib.util.find_spec(spec.module) is not None]
 
 
 def cuda_available() -> bool:
@@ -86,10 +124,3 @@ def cuda_available() -> bool:
     import onnxruntime
 
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
-def load_backend(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
-    """Compile the graph at `path` with the backend called `name`."""
-    if name not in BACKENDS:
-        raise UnknownChoiceError("backend", name, BACKENDS)
-    return BACKENDS[name](path, output, options)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError
-from . import BACKEND_EXTRAS, BackendOptions
+from . import BACKENDS, BackendOptions, first_line
 
 
 class OpenVinoBackend:
@@ -19,7 +19,7 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError:
-            raise BackendUnavailableError(self.name, "openvino", BACKEND_EXTRAS[self.name]) from None
+            raise BackendUnavailableError(self.name, "openvino", BACKENDS[self.name].extra) from None
         config: dict[str, str] = {}
         if options.precision_hint:
             # Without it, CPUs with bf16 or AMX silently run an f32 model in bf16.
@@ -32,11 +32,14 @@ class OpenVinoBackend:
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
-            raise ModelFileError(path, f"openvino cannot load it ({exc})") from None
+            raise ModelFileError(path, f"openvino cannot load it ({first_line(exc)}); re-export or re-copy it") from None
         self.inputs = {port.get_any_name(): np.dtype(port.get_element_type().to_dtype()) for port in self._compiled.inputs}
-        names = [name for port in self._compiled.outputs for name in port.get_names()]
-        if output not in names:
-            raise ModelFileError(path, f"graph has no output {output!r}; its outputs are {names}")
+        ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
+        if output not in ports:
+            raise ModelFileError(path, f"graph has no output {output!r}; its outputs are {sorted(ports)}")
+        shape = ports[output].get_partial_shape()
+        last = shape[shape.rank.get_length() - 1] if shape.rank.is_static and shape.rank.get_length() else None
+        self.output_width = last.get_length() if last is not None and last.is_static else None
         self._output = self._compiled.output(output)
         self._local = threading.local()
 
@@ -45,3 +48,4 @@ class OpenVinoBackend:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         return request.infer(feeds)[self._output]
+

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .backends import installed_backends
-from .embedder import Embedder
-from .errors import check_positive_int
-from .manifest import BACKEND_FORMATS, Manifest
-from .pooling import normalize
+from edgembed.runtime import Embedder, Fidelity, Manifest, int8_path
+from edgembed.runtime.backends import installed_backends
+from edgembed.runtime.errors import check_positive_int
+from edgembed.runtime.pooling import normalize
+from edgembed.runtime.selection import exported_pairs
+
+from .errors import EvaluationError
 
 TOP_K = 10
 # Timed passes over the documents per variant. The variants take turns (the order reverses every round) and
@@ -21,17 +24,13 @@ SPEED_PASSES = 3
 
 @dataclass
 class Evaluation:
-    """Figures of one variant on one backend against the reference embeddings."""
+    """One variant on one backend: its closeness to the reference, its speed and its size."""
 
     variant: str
     backend: str
-    cosine_mean: float
-    cosine_min: float
-    cosine_p1: float
-    top10_overlap: float
+    fidelity: Fidelity
     texts_per_second: float
     bytes: int
-    reference: str
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -51,20 +50,26 @@ def top_k_overlap(queries: np.ndarray, documents: np.ndarray, reference_queries:
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(mine, theirs)]))
 
 
+def retrieval_fidelity(query_vectors: np.ndarray, document_vectors: np.ndarray, reference_queries: np.ndarray,
+                       reference_documents: np.ndarray, reference: str) -> Fidelity:
+    """Cosine figures over queries and documents, and the top-10 overlap of the queries' neighbours."""
+    sims = cosine_per_row(np.concatenate([query_vectors, document_vectors]),
+                          np.concatenate([reference_queries, reference_documents]))
+    overlap = top_k_overlap(query_vectors, document_vectors, reference_queries, reference_documents)
+    return Fidelity(cosine_min=round(float(sims.min()), 6), cosine_mean=round(float(sims.mean()), 6),
+                    texts=len(sims), reference=reference, cosine_p1=round(float(np.percentile(sims, 1)), 6),
+                    top10_overlap=round(overlap, 4), int8_path=int8_path().name)
+
+
 def evaluate_embedder(embedder: Embedder, queries: list[str], documents: list[str],
                       reference_queries: np.ndarray, reference_documents: np.ndarray, reference: str,
                       batch_size: int = 32) -> Evaluation:
     """Embed queries and documents (no prompts, normalized) and compare with the reference embeddings."""
     document_vectors, rate = _timed_documents(embedder, documents, batch_size)
     query_vectors = embedder.encode(queries, batch_size=batch_size, prompt="", normalize=True)
-    sims = cosine_per_row(np.concatenate([query_vectors, document_vectors]),
-                          np.concatenate([reference_queries, reference_documents]))
-    overlap = top_k_overlap(query_vectors, document_vectors, reference_queries, reference_documents)
-    size = embedder.size_bytes
-    return Evaluation(variant=embedder.variant, backend=embedder.backend, cosine_mean=round(float(sims.mean()), 6),
-                      cosine_min=round(float(sims.min()), 6), cosine_p1=round(float(np.percentile(sims, 1)), 6),
-                      top10_overlap=round(overlap, 4), texts_per_second=round(rate, 1), bytes=size,
-                      reference=reference)
+    fidelity = retrieval_fidelity(query_vectors, document_vectors, reference_queries, reference_documents, reference)
+    return Evaluation(variant=embedder.variant, backend=embedder.backend, fidelity=fidelity,
+                      texts_per_second=round(rate, 1), bytes=embedder.size_bytes)
 
 
 def documents_per_second(embedder: Embedder, documents: list[str], batch_size: int = 32) -> float:
@@ -80,42 +85,44 @@ def _timed_documents(embedder: Embedder, documents: list[str], batch_size: int) 
     return vectors, len(documents) / (time.perf_counter() - start)
 
 
-def evaluate_directory(directory: Path, queries: list[str], documents: list[str], threads: int | None = None,
+def evaluate_directory(directory: Path, queries: list[str], documents: list[str], *, threads: int | None = None,
                        passes: int = SPEED_PASSES, streams: int | None = None,
-                       progress=print) -> list[Evaluation]:
-    """Every variant × installed backend of an exported directory, against its fp32 variant.
+                       progress: Callable[[str], None] = print,
+                       rate: Callable[[Embedder, list[str]], float] = documents_per_second) -> list[Evaluation]:
+    """Every variant x installed backend of an exported directory, against its fp32 variant.
 
     Speed is the best of `passes` passes over the documents. After the first (the fidelity pass) the variants
-    take turns, each loaded again for its pass, so those passes hold one model in memory at a time.
+    take turns, each loaded again for its pass, so those passes hold one model in memory at a time. `rate`
+    times one pass (tests pass a fake one).
     """
     check_positive_int("passes", passes)
     manifest = Manifest.read(directory)
     installed = installed_backends()
-    pairs = [(v.dtype, name) for v in manifest.variants for name, fmt in BACKEND_FORMATS.items()
-             if fmt == v.format and name in installed]
+    pairs = [(dtype, name) for dtype, name, _ in exported_pairs(manifest) if name in installed]
     reference_pair = next((p for p in pairs if p[0] == "fp32"), None)
     if reference_pair is None:
-        raise ValueError(f"{directory} has no fp32 variant on an installed backend to compare with; "
-                         "export it with --quantize fp32 ...")
+        raise EvaluationError(f"{directory} has no fp32 variant on an installed backend to compare with "
+                              f"(it has {pairs or 'nothing installed'}); export it with --quantize fp32 ..., or "
+                              "install the backend that runs its fp32 files")
     reference_model = Embedder.load(directory, variant=reference_pair[0], backend=reference_pair[1],
                                     threads=threads, streams=streams)
     reference_queries = reference_model.encode(queries, prompt="", normalize=True)
     reference_documents = reference_model.encode(documents, prompt="", normalize=True)
     label = f"fp32/{reference_pair[1]}"
+    del reference_model
     results = []
     for dtype, backend in pairs:
         progress(f"evaluating {dtype} on {backend}")
         embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads, streams=streams)
         results.append(evaluate_embedder(embedder, queries, documents, reference_queries, reference_documents,
                                          label))
-    del embedder, reference_model
+        del embedder
     for round_number in range(1, passes):
         progress(f"speed pass {round_number + 1} of {passes}")
         turn = list(zip(pairs, results))
         for (dtype, backend), result in turn[::-1] if round_number % 2 else turn:
             embedder = Embedder.load(directory, variant=dtype, backend=backend, threads=threads, streams=streams)
-            rate = documents_per_second(embedder, documents)
-            result.texts_per_second = max(result.texts_per_second, round(rate, 1))
+            result.texts_per_second = max(result.texts_per_second, round(rate(embedder, documents), 1))
             del embedder
     return results
 
@@ -126,34 +133,8 @@ def markdown_table(results: list[Evaluation]) -> str:
     lines = ["| variant | backend | cos mean | cos min | cos p1 | top-10 overlap | texts/s | vs fp32 | MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        f = r.fidelity
         ratio = r.texts_per_second / fp32[r.backend] if r.backend in fp32 else float("nan")
-        lines.append(f"| {r.variant} | {r.backend} | {r.cosine_mean:.4f} | {r.cosine_min:.4f} | {r.cosine_p1:.4f} "
-                     f"| {r.top10_overlap:.3f} | {r.texts_per_second:.1f} | {ratio:.2f}x | {r.bytes / 1e6:.1f} |")
+        lines.append(f"| {r.variant} | {r.backend} | {f.cosine_mean:.4f} | {f.cosine_min:.4f} | {f.cosine_p1:.4f} "
+                     f"| {f.top10_overlap:.3f} | {r.texts_per_second:.1f} | {ratio:.2f}x | {r.bytes / 1e6:.1f} |")
     return "\n".join(lines)
-
-
-def plot(results: list[Evaluation], path: Path) -> bool:
-    """Fidelity (top-10 overlap) against speed as a PNG; False when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for backend, marker in (("onnxruntime", "o"), ("openvino", "s")):
-        rows = [r for r in results if r.backend == backend]
-        axes.scatter([r.texts_per_second for r in rows], [r.top10_overlap for r in rows], marker=marker,
-                     label=backend, s=60)
-        for r in rows:
-            axes.annotate(r.variant, (r.texts_per_second, r.top10_overlap), textcoords="offset points", xytext=(5, 4))
-    axes.set_xlabel("texts per second (documents, batch 32)")
-    axes.set_ylabel(f"top-{TOP_K} overlap with the reference")
-    axes.set_title("edgembed variants: fidelity against speed")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True

@@ -1,0 +1,94 @@
+"""Loading an export: every path checked to lie inside the directory, files verified, graphs compiled and
+checked against the manifest. Encoding lives in embedder.py."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .backends import Backend, BackendOptions, Compile, check_graph
+from .errors import ChecksumError, InvalidArgumentError, ModelFileError, check_int_range
+from .manifest import MANIFEST_NAME, Manifest, Variant
+from .streams import Streams, resolve_streams
+from .tokenization import TextTokenizer
+
+VERIFY_MODES = ("size", "sha256", "none")
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class LoadedModel:
+    """What an Embedder runs: the manifest's choice of variant compiled on one backend, and its tokenizer."""
+
+    directory: Path
+    manifest: Manifest
+    variant: Variant
+    backend: Backend
+    tokenizer: TextTokenizer
+    streams: Streams
+
+
+def inside(directory: Path, relative: object, what: str) -> Path:
+    """`directory / relative` after resolving symlinks and `..`; ModelFileError when it lies outside `directory`."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+        raise ModelFileError(directory / MANIFEST_NAME, f"{what} must be a relative path inside the model "
+                                                        f"directory, got {relative!r}; re-export the model")
+    root = directory.resolve()
+    path = (directory / relative).resolve()
+    if path != root and root not in path.parents:
+        raise ModelFileError(directory / relative, f"{what} resolves to {path}, outside the model directory "
+                                                   f"{root}; refusing to read it (re-export or re-copy the model)")
+    return path
+
+
+def verify_files(directory: Path, variant: Variant, mode: str = "size") -> None:
+    """Each file of `variant` exists inside `directory` with its recorded size ("size") and also its recorded
+    sha256 ("sha256"); "none" checks only that the paths lie inside the directory."""
+    if mode not in VERIFY_MODES:
+        raise InvalidArgumentError("verify", mode, " or ".join(repr(m) for m in VERIFY_MODES))
+    for entry in variant.files:
+        path = inside(directory, entry.path, f"file of variant {variant.name}")
+        if mode == "none":
+            continue
+        if not path.is_file():
+            raise ModelFileError(path, "not found; the exported directory is incomplete, re-export or re-copy it")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise ModelFileError(path, f"is {size} bytes but manifest.json records {entry.bytes}; "
+                                       "the file is corrupt or from another export, re-copy it")
+        if mode == "sha256" and sha256_of(path) != entry.sha256:
+            raise ChecksumError(path, "its sha256 differs from the one manifest.json records; the file is "
+                                      "damaged or from another export, re-copy it")
+
+
+def sha256_of(path: Path) -> str:
+    """Streamed, so a multi-GB weight file is never held in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_name: str, *, compile: Compile,
+               max_length: int | None, threads: int | None, streams: int | None,
+               providers: tuple[str, ...] | None, verify: str) -> LoadedModel:
+    """Check and compile `variant` on `backend_name`; the streams' graph is compiled on first use."""
+    verify_files(directory, variant, verify)
+    model_path = inside(directory, variant.model_file, f"file of variant {variant.name}")
+    tokenizer_path = inside(directory, manifest.tokenizer_file, "tokenizer_file")
+    if threads is not None:
+        check_int_range("threads", threads, 1, None, "leave it out to use the physical cores")
+    limit = manifest.max_length if max_length is None else check_int_range(
+        "max_length", max_length, 1, manifest.max_position_embeddings,
+        "the model's position limit (max_position_embeddings) is the largest value")
+    tokenizer = TextTokenizer(tokenizer_path, limit, manifest.pad_token_id)
+    on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
+    stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
+    options = BackendOptions(threads=threads, precision_hint=variant.precision_hint, providers=providers)
+    backend = compile(backend_name, model_path, variant.output, options)
+    check_graph(backend, model_path, manifest.hidden_size)
+    compile_streams = functools.partial(compile, backend_name, model_path, variant.output,
+                                        replace(options, threads=total_threads, streams=stream_count))
+    return LoadedModel(directory, manifest, variant, backend, tokenizer, Streams(stream_count, compile_streams))
