@@ -32,10 +32,11 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
 
 def run(args: argparse.Namespace) -> int:
     from .corpus import evaluation_set
-    from .evaluate import evaluate_directory, markdown_table
+    from .evaluate import evaluate_directory, installed_pairs, markdown_table
     from .plot import plot
     from .text_files import read_texts
 
+    installed_pairs(args.model_dir)  # fail before reading thousands of texts
     default_queries, default_documents = evaluation_set() if not (args.texts and args.queries) else ([], [])
     documents = read_texts(args.texts, args.field, "--field") if args.texts else default_documents
     queries = read_texts(args.queries, args.field, "--field") if args.queries else default_queries

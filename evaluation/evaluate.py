@@ -96,14 +96,8 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
     times one pass (tests pass a fake one).
     """
     check_positive_int("passes", passes)
-    manifest = Manifest.read(directory)
-    installed = installed_backends()
-    pairs = [(dtype, name) for dtype, name, _ in exported_pairs(manifest) if name in installed]
-    reference_pair = next((p for p in pairs if p[0] == "fp32"), None)
-    if reference_pair is None:
-        raise EvaluationError(f"{directory} has no fp32 variant on an installed backend to compare with "
-                              f"(it has {pairs or 'nothing installed'}); export it with --quantize fp32 ..., or "
-                              "install the backend that runs its fp32 files")
+    pairs = installed_pairs(directory)
+    reference_pair = next(p for p in pairs if p[0] == "fp32")
     reference_model = Embedder.load(directory, variant=reference_pair[0], backend=reference_pair[1],
                                     threads=threads, streams=streams)
     reference_queries = reference_model.encode(queries, prompt="", normalize=True)
@@ -125,6 +119,17 @@ def evaluate_directory(directory: Path, queries: list[str], documents: list[str]
             result.texts_per_second = max(result.texts_per_second, round(rate(embedder, documents), 1))
             del embedder
     return results
+
+
+def installed_pairs(directory: Path) -> list[tuple[str, str]]:
+    """The (variant, backend) pairs of an export that can run here; EvaluationError without an fp32 one."""
+    installed = installed_backends()
+    pairs = [(dtype, name) for dtype, name, _ in exported_pairs(Manifest.read(directory)) if name in installed]
+    if not any(dtype == "fp32" for dtype, _ in pairs):
+        raise EvaluationError(f"{directory} has no fp32 variant on an installed backend to compare with "
+                              f"(it has {pairs or 'nothing installed'}); export it with --quantize fp32 ..., or "
+                              "install the backend that runs its fp32 files")
+    return pairs
 
 
 def markdown_table(results: list[Evaluation]) -> str:

@@ -141,7 +141,7 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
                                          calibration=calibration, q4_block_size=request.q4_block_size))
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
                       precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
-                      portable=recipe.portable)
+                      portable=recipe.portable, alternates=dict(recipe.alternates or {}))
     threshold = request.min_cosine.get(recipe.dtype, recipe.min_cosine)
     embedder = load_variant(out, manifest, variant)
     variant.fidelity, variant.speed = measure_variant(embedder, texts, reference, threshold)

@@ -19,6 +19,11 @@ retrieval results of fp32 and most of the speed of plain dynamic int8:
 4. The word-embedding table becomes int8 with one scale per row (no measurable loss, a third of the file).
 5. The residual Adds feeding a LayerNormalization become Sum, which keeps ONNX Runtime from fusing them
    into SkipLayerNormalization (slower than the unfused pair on the CPUs measured).
+6. A uint8 twin of the graph (`write_uint8_twin`): the same integers stored as uint8 with zero point 128, for
+   x86 CPUs without VNNI. There ONNX Runtime's u8 x s8 kernel adds pairs of products in saturating 16-bit
+   lanes (VPMADDUBSW) and the q8's full-range activations and weights overflow them; its u8 x u8 kernel widens
+   to 16 bits first and is exact. Both files give the same integers, so the same vectors, on every CPU
+   (docs/q8-on-every-cpu.md).
 
 The MatMuls are selected by graph structure, never by name, so BERT and ModernBERT graphs both work.
 """
@@ -376,6 +381,38 @@ def _int8_embedding_rows(model) -> None:
     model.graph.node.remove(node)
     for offset, new in enumerate(replacement):
         model.graph.node.insert(position + offset, new)
+
+
+def write_uint8_twin(source: Path, destination: Path) -> list[Path]:
+    """Write `source` with every int8 weight of an integer MatMul stored as uint8 (value + 128, zero point 128)."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    initializers = {i.name: i for i in model.graph.initializer}
+    converted: dict[str, str] = {}  # int8 weight -> name of its uint8 zero points
+    for node in model.graph.node:
+        if node.op_type not in ("MatMulInteger", "MatMulIntegerToFloat") or node.input[1] not in initializers:
+            continue
+        weight = initializers[node.input[1]]
+        if weight.data_type != onnx.TensorProto.INT8:
+            continue
+        if weight.name not in converted:
+            values = numpy_helper.to_array(weight).astype(np.int16) + 128
+            weight.CopyFrom(numpy_helper.from_array(values.astype(np.uint8), weight.name))
+            zero_points = f"{weight.name}_uint8_zero_point"
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.full(values.shape[-1], 128, np.uint8), zero_points))
+            converted[weight.name] = zero_points
+        position = 3 if node.op_type == "MatMulInteger" else 5  # b_zero_point in each op's inputs
+        while len(node.input) <= position:
+            node.input.append("")
+        node.input[position] = converted[weight.name]
+    used = {name for node in model.graph.node for name in node.input}
+    for unused in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(unused)  # the int8 zero points the twin no longer reads
+    onnx.save(model, str(destination))
+    return [destination]
 
 
 def _adds_before_layernorm_as_sum(model) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_Q4_BLOCK_SIZE = 32
+# The ONNX q8's uint8 twin, for x86 CPUs without VNNI (transformers.js' name for uint8 weights).
+Q8_UINT8_TWIN = "onnx/model_uint8.onnx"
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Recipe:
     precision_hint: str | None = None
     needs_calibration: bool = False
     portable: bool = True
-
+    alternates: dict[str, str] | None = None  # int8 family -> a file with the same numbers for that family
     @property
     def name(self) -> str:
         return f"{self.format}/{self.dtype}"
@@ -64,9 +66,11 @@ def _onnx_fp16(inputs: ConvertInputs) -> list[Path]:
 
 
 def _onnx_q8(inputs: ConvertInputs) -> list[Path]:
-    from .q8_recipe import quantize_q8
+    from .q8_recipe import quantize_q8, write_uint8_twin
 
-    return quantize_q8(inputs.source, inputs.destination, inputs.calibration or [])
+    primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [])
+    twin = inputs.destination.with_name(Q8_UINT8_TWIN.rsplit("/", 1)[-1])
+    return primary + write_uint8_twin(primary[0], twin)
 
 
 def _onnx_q4(inputs: ConvertInputs) -> list[Path]:
@@ -91,8 +95,9 @@ RECIPES = [
            "float16 weights and arithmetic; rotary tables, attention and RoPE kernels stay float32", 0.999),
     Recipe("onnx", "q8", "onnx/model_quantized.onnx", _onnx_q8,
            "int8 MatMuls (export/q8_recipe.py): calibrated smoothing of outlier channels, GPTQ-rounded int8 weights "
-           "per output channel with adjacent pairs capped so no CPU's 16-bit pair sums saturate, activations "
-           "quantized per token at run time; int8 word embeddings", 0.97, needs_calibration=True),
+           "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul); "
+           "int8 word embeddings; the same integers as uint8 in onnx/model_uint8.onnx for x86 CPUs without VNNI",
+           0.97, needs_calibration=True, alternates={"no-vnni": Q8_UINT8_TWIN}),
     Recipe("onnx", "q4", "onnx/model_q4.onnx", _onnx_q4,
            "MatMulNBits: 4-bit symmetric weights in blocks of {q4_block_size}, float activations", 0.9),
     Recipe("openvino", "fp32", "openvino/openvino_model.xml", _openvino("fp32"), "the IR, float32", 0.9999,

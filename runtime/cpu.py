@@ -7,6 +7,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class Int8Path:
@@ -50,8 +52,14 @@ def int8_path() -> Int8Path:
     """The int8 path of this CPU, from the instruction sets the CPU reports to this process.
 
     CPUID comes through numpy's own runtime detection, so an emulated CPU (qemu-x86_64 -cpu Haswell) is seen
-    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo.
+    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo. The environment
+    variable EDGEMBED_INT8_PATH (one of INT8_PATHS) overrides the detection.
     """
+    forced = os.environ.get("EDGEMBED_INT8_PATH")
+    if forced:
+        if forced not in INT8_PATHS:
+            raise InvalidArgumentError("EDGEMBED_INT8_PATH", forced, " or ".join(INT8_PATHS))
+        return INT8_PATHS[forced]
     features = _numpy_cpu_features()
     flags = _proc_flags()
     if features.get("AVX512VNNI"):

@@ -154,7 +154,9 @@ class Embedder:
         fidelity = self._variant.fidelity
         figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
         streams = self._streams.count
-        return (f"{self.variant} on {self.backend} ({self._reason}){figure}; "
+        chosen = self._loaded.model_path.relative_to(self.directory.resolve()).as_posix()
+        file = f" from {chosen}" if chosen != self._variant.model_file else ""
+        return (f"{self.variant} on {self.backend}{file} ({self._reason}){figure}; "
                 f"dimension {self.dimension}, max_length {self.max_length}, "
                 + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time")
                 + f"; int8 path of this CPU: {int8_path().description}")
@@ -293,7 +295,7 @@ class Embedder:
         try:
             return build_feeds(backend.inputs, batch)
         except ValueError as exc:
-            raise ModelFileError(self.directory / self._variant.model_file, str(exc)) from None
+            raise ModelFileError(self._loaded.model_path, str(exc)) from None
 
     def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
         check_optional_str("prompt", prompt)

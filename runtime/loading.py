@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backends import Backend, BackendOptions, Compile, check_graph
-from .errors import ChecksumError, InvalidArgumentError, ModelFileError, check_int_range
+from .cpu import int8_path
+from .errors import ChecksumError, InvalidArgumentError, ManifestError, ModelFileError, check_int_range
 from .manifest import MANIFEST_NAME, Manifest, Variant
 from .streams import Streams, resolve_streams
 from .tokenization import TextTokenizer
@@ -27,6 +28,7 @@ class LoadedModel:
     backend: Backend
     tokenizer: TextTokenizer
     streams: Streams
+    model_path: Path  # the graph loaded: the variant's file, or its alternate for this CPU's int8 family
 
 
 def inside(directory: Path, relative: object, what: str) -> Path:
@@ -76,7 +78,7 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
                providers: tuple[str, ...] | None, verify: str) -> LoadedModel:
     """Check and compile `variant` on `backend_name`; the streams' graph is compiled on first use."""
     verify_files(directory, variant, verify)
-    model_path = inside(directory, variant.model_file, f"file of variant {variant.name}")
+    model_path = inside(directory, variant.file_for(int8_path().family), f"file of variant {variant.name}")
     tokenizer_path = inside(directory, manifest.tokenizer_file, "tokenizer_file")
     if threads is not None:
         check_int_range("threads", threads, 1, None, "leave it out to use the physical cores")
@@ -84,6 +86,9 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
         "max_length", max_length, 1, manifest.max_position_embeddings,
         "the model's position limit (max_position_embeddings) is the largest value")
     tokenizer = TextTokenizer(tokenizer_path, limit, manifest.pad_token_id)
+    if not 0 <= manifest.pad_token_id < tokenizer.vocab_size:
+        raise ManifestError(directory / MANIFEST_NAME, f"pad_token_id {manifest.pad_token_id} is not an id of the "
+                                                       f"tokenizer (0 to {tokenizer.vocab_size - 1}); re-export the model")
     on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
     stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
     options = BackendOptions(threads=threads, precision_hint=variant.precision_hint, providers=providers)
@@ -91,4 +96,5 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
     check_graph(backend, model_path, manifest.hidden_size)
     compile_streams = functools.partial(compile, backend_name, model_path, variant.output,
                                         replace(options, threads=total_threads, streams=stream_count))
-    return LoadedModel(directory, manifest, variant, backend, tokenizer, Streams(stream_count, compile_streams))
+    return LoadedModel(directory, manifest, variant, backend, tokenizer, Streams(stream_count, compile_streams),
+                       model_path)

@@ -55,7 +55,8 @@ class Variant:
     """One exported graph: a file format at a precision.
 
     `portable`: its numbers do not depend on the CPU's int8 path (float variants, and int8 recipes whose integer
-    products are exact on every kernel), so its fidelity holds on any CPU.
+    products are exact on every kernel), so its fidelity holds on any CPU. `alternates`: for an int8 family
+    (runtime/cpu.py), another of its files computing the same numbers with that family's exact kernels.
     """
 
     format: str
@@ -65,6 +66,7 @@ class Variant:
     precision_hint: str | None = None
     quantization: str | None = None
     portable: bool = False
+    alternates: dict[str, str] = field(default_factory=dict)
     fidelity: Fidelity | None = None
     evaluation: Fidelity | None = None
     speed: Speed | None = None
@@ -75,8 +77,12 @@ class Variant:
 
     @property
     def model_file(self) -> str:
-        """The file the backend loads (.onnx or .xml)."""
+        """The file the backend loads (.onnx or .xml) unless an alternate suits the CPU."""
         return self.files[0].path
+
+    def file_for(self, family: str) -> str:
+        """The graph to load on a CPU of this int8 family."""
+        return self.alternates.get(family, self.model_file)
 
 
 @dataclass
@@ -182,6 +188,8 @@ def _variant_from_dict(data: dict[str, Any]) -> Variant:
 def _check_values(manifest: Manifest, origin: str) -> None:
     if manifest.pooling not in POOLING_MODES:
         raise ManifestError(origin, f"pooling {manifest.pooling!r} is not one of {POOLING_MODES}")
+    if isinstance(manifest.pad_token_id, bool) or not isinstance(manifest.pad_token_id, int):
+        raise ManifestError(origin, f"pad_token_id must be an integer, got {manifest.pad_token_id!r}")
     for name in ("hidden_size", "max_length", "max_position_embeddings"):
         value = getattr(manifest, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -195,3 +203,7 @@ def _check_values(manifest: Manifest, origin: str) -> None:
         for entry in variant.files:
             if not isinstance(entry.path, str) or isinstance(entry.bytes, bool) or not isinstance(entry.bytes, int):
                 raise ManifestError(origin, f"variant {variant.name} has a malformed file entry {entry!r}")
+        listed = {entry.path for entry in variant.files}
+        if not isinstance(variant.alternates, dict) or not set(variant.alternates.values()) <= listed:
+            raise ManifestError(origin, f"variant {variant.name}: alternates {variant.alternates!r} must name files "
+                                        "the variant lists")

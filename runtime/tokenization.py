@@ -75,6 +75,10 @@ class TextTokenizer:
         self._windowing: dict[int, Tokenizer] = {}  # overlap -> a private copy that truncates with that stride
         self._counter: Tokenizer | None = None  # a private copy without truncation, for exact token counts
 
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     def tokenize(self, texts: list[str], truncate: bool = True) -> TokenizedTexts:
         """Tokenize every text in one call (the parallel Rust batch path); InputTooLongError when a text is
         over max_length and `truncate` is False."""

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny ModernBERT exported to all six variants, and the PyTorch reference."""
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fast_model import build_fast_export  # noqa: E402
 from tiny_model import build_tiny_modernbert, real_sentences  # noqa: E402
 
 DTYPES = ("fp32", "fp16", "q8")
@@ -40,6 +42,32 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return (a * b).sum(axis=1)
+
+
+# Fixtures that need torch and the exporter: a test using any of them belongs to the export tier.
+EXPORT_FIXTURES = {"tiny_model_dir", "tiny_export", "parity_reference", "embedders", "minilm_dir", "minilm_export",
+                   "long_model", "calibrated_export", "light_python"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark the export tier by the fixtures each test uses, so `-m "not export"` runs the fast tier."""
+    for item in items:
+        if EXPORT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.export)
+
+
+@pytest.fixture(scope="session")
+def fast_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fast tier's model: a real ONNX graph and OpenVINO IR built without torch (tests/fast_model.py)."""
+    return build_fast_export(tmp_path_factory.mktemp("fast") / "model")
+
+
+@pytest.fixture()
+def fast_copy(fast_export: Path, tmp_path: Path) -> Path:
+    """A private copy of the fast export, for tests that damage it."""
+    copy = tmp_path / "model"
+    shutil.copytree(fast_export, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

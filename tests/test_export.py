@@ -51,6 +51,7 @@ def test_prompts_and_overwrite(tiny_model_dir, tmp_path):
     assert not (out / "old.txt").exists()
 
 
+@pytest.mark.export
 def test_plain_checkpoint_without_sentence_transformers_files(tmp_path):
     from tiny_model import build_tiny_modernbert
 

@@ -198,6 +198,7 @@ def test_chunking_reads_past_max_length(long_model):
         short.encode(text, chunking=True, chunk_overlap=100)
 
 
+@pytest.mark.export
 @pytest.mark.parametrize("onnxruntime_ops", [True, False])
 def test_rewritten_forward_matches_the_model_with_biases(onnxruntime_ops):
     """The export-time forward (split projections, rotary op, blocked windows) computes what the model does,
