@@ -2,7 +2,7 @@
 
 ONNX Runtime's dynamic int8 MatMul quantizes each activation tensor with one range, and in BERT-style
 encoders one token ([CLS]) holds channels several times larger than every other token's, so its range
-coarsens all the others. Measured on all-MiniLM-L6-v2 (benchmarks/q8_fidelity.md), this recipe keeps the
+coarsens all the others. Measured on all-MiniLM-L6-v2 (docs/q8-recipe.md), this recipe keeps the
 retrieval results of fp32 and most of the speed of plain dynamic int8:
 
 1. Calibration: run the fp32 graph on the calibration feeds and record, for the input of every weight

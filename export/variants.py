@@ -41,6 +41,7 @@ class Recipe:
     convert: Callable[[ConvertInputs], list[Path]]
     description: str
     min_cosine: float
+    use: str  # when to pick this dtype, for the README's table (the first row of a dtype is used)
     precision_hint: str | None = None
     needs_calibration: bool = False
     portable: bool = True
@@ -90,30 +91,35 @@ def _openvino(dtype: str) -> Callable[[ConvertInputs], list[Path]]:
 
 # File names: transformers.js under onnx/, sentence-transformers under openvino/.
 RECIPES = [
-    Recipe("onnx", "fp32", "onnx/model.onnx", _onnx_fp32, "the exported graph, float32", 0.9999),
+    Recipe("onnx", "fp32", "onnx/model.onnx", _onnx_fp32, "the exported graph, float32", 0.9999,
+           "you want the PyTorch model's numbers exactly"),
     Recipe("onnx", "fp16", "onnx/model_fp16.onnx", _onnx_fp16,
-           "float16 weights and arithmetic; rotary tables, attention and RoPE kernels stay float32", 0.999),
+           "float16 weights and arithmetic; rotary tables, attention and RoPE kernels stay float32", 0.999,
+           "half the disk, the same vectors (ONNX Runtime runs it slower than fp32 on CPUs)"),
     Recipe("onnx", "q8", "onnx/model_quantized.onnx", _onnx_q8,
            "int8 MatMuls (export/q8_recipe.py): calibrated smoothing of outlier channels, GPTQ-rounded int8 weights "
            "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul); "
            "int8 word embeddings; the same integers as uint8 in onnx/model_uint8.onnx for x86 CPUs without VNNI",
-           0.97, needs_calibration=True, alternates={"no-vnni": Q8_UINT8_TWIN}),
+           0.97, "CPU serving: the default", needs_calibration=True, alternates={"no-vnni": Q8_UINT8_TWIN}),
     Recipe("onnx", "q4", "onnx/model_q4.onnx", _onnx_q4,
-           "MatMulNBits: 4-bit symmetric weights in blocks of {q4_block_size}, float activations", 0.9),
+           "MatMulNBits: 4-bit symmetric weights in blocks of {q4_block_size}, float activations", 0.9,
+           "download size matters more than fidelity"),
     Recipe("openvino", "fp32", "openvino/openvino_model.xml", _openvino("fp32"), "the IR, float32", 0.9999,
-           precision_hint="f32"),
+           "you want the PyTorch model's numbers exactly", precision_hint="f32"),
     Recipe("openvino", "fp16", "openvino/openvino_model_fp16.xml", _openvino("fp16"),
-           "float16 weights (rotary frequencies kept float32), float32 arithmetic", 0.999, precision_hint="f32"),
+           "float16 weights (rotary frequencies kept float32), float32 arithmetic", 0.999,
+           "half the disk, the same vectors", precision_hint="f32"),
     Recipe("openvino", "q8", "openvino/openvino_model_int8.xml", _openvino("q8"),
            "nncf.compress_weights INT8_SYM: int8 weights per output channel; the CPU plugin quantizes activations "
            "at run time in groups of 128 channels per token; float parts in bf16 where the CPU has it", 0.97,
-           precision_hint="bf16", portable=False),
+           "CPU serving: the default", precision_hint="bf16", portable=False),
     Recipe("openvino", "q8-static", "openvino/openvino_model_qint8_quantized.xml", _openvino("q8-static"),
            "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated", 0.97,
-           precision_hint="f32", needs_calibration=True, portable=False),
+           "the fastest on VNNI CPUs, if its measured fidelity is enough for you", precision_hint="f32",
+           needs_calibration=True, portable=False),
     Recipe("openvino", "q4", "openvino/openvino_model_int4.xml", _openvino("q4"),
-           "nncf.compress_weights INT4_SYM, group 32 (embeddings and last layer int8)", 0.9, precision_hint="f32",
-           portable=False),
+           "nncf.compress_weights INT4_SYM, group 32 (embeddings and last layer int8)", 0.9,
+           "download size matters more than fidelity", precision_hint="f32", portable=False),
 ]
 DTYPES = tuple(dict.fromkeys(recipe.dtype for recipe in RECIPES))
 FORMATS = tuple(dict.fromkeys(recipe.format for recipe in RECIPES))
@@ -126,14 +132,18 @@ def find_recipe(fmt: str, dtype: str) -> Recipe:
 
 
 def markdown_table() -> str:
-    """The README's variants table."""
-    lines = ["| variant | ONNX file (onnxruntime) | OpenVINO file (openvino) | portable across CPUs |",
-             "|---|---|---|---|"]
+    """The README's variants table: files per engine, whether the vectors are the same on every CPU, when to pick."""
+    def cell(recipe: Recipe | None) -> str:
+        if recipe is None:
+            return "-"
+        extra = "".join(f" (+ `{path}` for {family} CPUs)" for family, path in (recipe.alternates or {}).items())
+        return f"`{recipe.file}`{extra}" + ("" if recipe.portable else " *")
+
+    lines = ["| variant | ONNX Runtime file | OpenVINO file | pick it when |", "|---|---|---|---|"]
     for dtype in DTYPES:
-        files = {r.format: r for r in RECIPES if r.dtype == dtype}
-        onnx, ir = files.get("onnx"), files.get("openvino")
-        portable = "/".join(("yes" if r.portable else "no") for r in (onnx, ir) if r is not None)
-        lines.append(f"| {dtype} | {f'`{onnx.file}`' if onnx else '-'} | {f'`{ir.file}`' if ir else '-'} | {portable} |")
+        found = {r.format: r for r in RECIPES if r.dtype == dtype}
+        first = next(r for r in RECIPES if r.dtype == dtype)
+        lines.append(f"| {dtype} | {cell(found.get('onnx'))} | {cell(found.get('openvino'))} | {first.use} |")
     return "\n".join(lines)
 
 

@@ -137,8 +137,10 @@ class Embedder:
 
     @property
     def size_bytes(self) -> int:
-        """Bytes on disk of the variant's model files."""
-        return sum(entry.bytes for entry in self._variant.files)
+        """Bytes on disk of the files this Embedder loaded (not the variant's alternates for other CPUs)."""
+        loaded = self._loaded.model_path.relative_to(self.directory.resolve()).as_posix()
+        others = set(self._variant.alternates.values()) | {self._variant.model_file}
+        return sum(entry.bytes for entry in self._variant.files if entry.path == loaded or entry.path not in others)
 
     @property
     def prompts(self) -> dict[str, str]:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from edgembed.export import ExportRequest, run_export
 from edgembed.export.source import read_embedding_spec, read_pooling, resolve
-from edgembed.runtime import Embedder
 from edgembed.export.errors import ExportError, FidelityError, UnsupportedModelError
+from edgembed.runtime import Embedder
 
 
 def _quiet(_: str) -> None:
@@ -140,3 +143,23 @@ def test_pickle_only_weights_are_refused(tiny_model_dir, tmp_path):
     (copy / "model.safetensors").rename(copy / "pytorch_model.bin")
     with pytest.raises(UnsupportedModelError, match="--allow-pickle-weights"):
         resolve(str(copy))
+
+
+def test_steps_reach_a_log_as_they_happen_with_their_time(tiny_model_dir, tmp_path):
+    """stderr redirected to a file (not a terminal) still gets each step when it starts and its time when it ends."""
+    log = tmp_path / "export.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "edgembed", "export", str(tiny_model_dir), "-o",
+                                    str(tmp_path / "out"), "--format", "onnx", "--eval-size", "0", "0"],
+                                   stdout=subprocess.DEVNULL, stderr=handle)
+        seen_before_the_end = ""
+        while process.poll() is None:
+            seen_before_the_end = log.read_text()
+            if "[3/" in seen_before_the_end:
+                break
+            time.sleep(0.2)
+        assert process.wait(timeout=600) == 0
+    assert "[1/5] loading" in seen_before_the_end and "done in" in seen_before_the_end
+    lines = log.read_text().splitlines()
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == [f"[{n}/5" for n in range(1, 6)]
+    assert sum("done in" in line for line in lines) == 5

@@ -7,7 +7,7 @@ from conftest import ALL_VARIANTS, TINY_THRESHOLDS, cosines, torch_reference
 
 # Float variants must not notice their batch neighbours. ONNX Runtime's dynamic int8 picks one activation
 # scale per batch (padding included), so a q8 vector moves with what it is batched with: down to cosine
-# 0.9984 measured on the tiny model. Static scales (the Fidelity issue) would remove this.
+# 0.9984 measured on the tiny model. Static activation scales would remove this.
 BATCH_INVARIANCE = {"fp32": 0.99999, "fp16": 0.9999, "q8": 0.997}
 
 

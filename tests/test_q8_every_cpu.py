@@ -6,45 +6,14 @@ Zen 2/3 and older Intel servers are) from this host; they are skipped where qemu
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
 from conftest import TINY_THRESHOLDS, cosines
+from emulation import embed_q8, needs_qemu
 from onnx import numpy_helper
 
 from edgembed.runtime import Manifest, int8_path
-
-QEMU = shutil.which("qemu-x86_64")
-needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-user is not installed (apt-get install qemu-user)")
-EMBED = """
-import json, sys
-import numpy as np
-from edgembed.runtime import Embedder, int8_path
-out, backend, texts, target = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-model = Embedder.load(out, variant="q8", backend=backend, threads=2, streams=1)
-np.save(target, model.encode(texts, batch_size=8))
-print(json.dumps({"int8_path": int8_path().name, "describe": model.describe()}))
-"""
-
-
-def _embed(out: Path, backend: str, texts: list[str], target: Path, *, emulate: bool = False,
-           force: str | None = None) -> dict:
-    command = [sys.executable, "-c", EMBED, str(out), backend, json.dumps(texts), str(target)]
-    env = {name: value for name, value in os.environ.items() if name != "EDGEMBED_INT8_PATH"}
-    if force:
-        env["EDGEMBED_INT8_PATH"] = force
-    result = subprocess.run([QEMU, "-cpu", "Haswell", *command] if emulate else command, capture_output=True,
-                            text=True, timeout=1800, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
 
 def test_uint8_twin_holds_the_same_integers(tiny_export):
     variant = Manifest.read(tiny_export).find("onnx", "q8")
@@ -65,8 +34,8 @@ def test_uint8_twin_holds_the_same_integers(tiny_export):
 
 
 def test_twin_gives_the_primary_vectors_on_this_cpu(tiny_export, parity_texts, tmp_path):
-    native = _embed(tiny_export, "onnxruntime", parity_texts, tmp_path / "primary.npy")
-    forced = _embed(tiny_export, "onnxruntime", parity_texts, tmp_path / "twin.npy", force="avx2")
+    native = embed_q8(tiny_export, "onnxruntime", parity_texts, tmp_path / "primary.npy")
+    forced = embed_q8(tiny_export, "onnxruntime", parity_texts, tmp_path / "twin.npy", force="avx2")
     assert "model_uint8.onnx" in forced["describe"] and "model_uint8.onnx" not in native["describe"]
     if native["int8_path"] in ("amx", "avx512_vnni", "avx_vnni"):  # both files exact here: the same bits
         np.testing.assert_array_equal(np.load(tmp_path / "primary.npy"), np.load(tmp_path / "twin.npy"))
@@ -76,7 +45,7 @@ def test_twin_gives_the_primary_vectors_on_this_cpu(tiny_export, parity_texts, t
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_q8_on_an_emulated_avx2_cpu_matches_pytorch(tiny_export, parity_texts, parity_reference, report, tmp_path,
                                                    backend):
-    seen = _embed(tiny_export, backend, parity_texts, tmp_path / "avx2.npy", emulate=True)
+    seen = embed_q8(tiny_export, backend, parity_texts, tmp_path / "avx2.npy", emulate=True)
     assert seen["int8_path"] == "avx2"
     sims = cosines(np.load(tmp_path / "avx2.npy"), parity_reference)
     report(f"tiny ModernBERT   q8/{backend:<11}: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f} "
@@ -89,8 +58,8 @@ def test_q8_on_an_emulated_avx2_cpu_matches_pytorch(tiny_export, parity_texts, p
 def test_the_int8_file_alone_would_saturate_without_vnni(tiny_export, parity_texts, parity_reference, tmp_path):
     """Forcing the u8 x s8 file onto the emulated AVX2 CPU changes its vectors: the emulation really runs the
     16-bit pair sums (the cause), so the test above exercises the twin on the kernels it is for."""
-    _embed(tiny_export, "onnxruntime", parity_texts, tmp_path / "saturated.npy", emulate=True, force="avx512_vnni")
-    _embed(tiny_export, "onnxruntime", parity_texts, tmp_path / "native.npy", force="avx512_vnni")
+    embed_q8(tiny_export, "onnxruntime", parity_texts, tmp_path / "saturated.npy", emulate=True, force="avx512_vnni")
+    embed_q8(tiny_export, "onnxruntime", parity_texts, tmp_path / "native.npy", force="avx512_vnni")
     saturated, native = np.load(tmp_path / "saturated.npy"), np.load(tmp_path / "native.npy")
     assert not np.allclose(saturated, native, atol=1e-4)
     assert cosines(saturated, parity_reference).min() < cosines(native, parity_reference).min()
