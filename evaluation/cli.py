@@ -1,4 +1,4 @@
-"""`edgembed eval` (argparse only; the handler imports the runtime)."""
+"""`edgembed eval`: its arguments, and the handler that runs the evaluation."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-SPEED_PASSES = 3  # kept in step with evaluate.SPEED_PASSES by a test; this module imports no numpy
+from edgembed.runtime.commands import add_export_dir
+
+from .evaluate import SPEED_PASSES
 
 
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -14,7 +16,7 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
         "eval", help="measure every variant: cosine and top-10 overlap against fp32, speed, size",
         description="Evaluate every variant of OUT on every installed backend against its fp32 variant and "
                     "write a Markdown report, JSON and a PNG plot.")
-    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+    add_export_dir(parser)
     parser.add_argument("--texts", type=Path, metavar="FILE", help="documents, one per line or JSONL "
                         "(default: 3000 sentences of CPython's documentation)")
     parser.add_argument("--queries", type=Path, metavar="FILE", help="queries, one per line or JSONL (default: 300)")

@@ -17,6 +17,11 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     _add_verify(subparsers)
 
 
+def add_export_dir(parser: argparse.ArgumentParser) -> None:
+    """The OUT argument every command that reads an export takes."""
+    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+
+
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """The Embedder.load options, shared by every command that loads an export."""
     parser.add_argument("--variant", help="a variant OUT holds (fp32, fp16, q8, q8-static, q4), or auto: the fastest "
@@ -52,7 +57,7 @@ def _add_embed(subparsers) -> None:
     parser = subparsers.add_parser(
         "embed", help="embed texts with an exported model and print JSON",
         description="Embed TEXT arguments (or one text per line on stdin) and print JSON.")
-    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+    add_export_dir(parser)
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (default: one per line on stdin)")
     add_load_options(parser)
     parser.add_argument("--prompt-name", help="a prompt stored in the manifest, e.g. query or document")
@@ -115,7 +120,7 @@ def _add_verify(subparsers) -> None:
     parser = subparsers.add_parser(
         "verify", help="check a copied export: every file present, inside OUT, with its recorded sha256",
         description="Check every file manifest.json lists (and the tokenizer) before deploying a copied export.")
-    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+    add_export_dir(parser)
     parser.add_argument("--mode", default="sha256", help="sha256 (default) or size")
     parser.set_defaults(handler=_run_verify)
 
