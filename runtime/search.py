@@ -128,10 +128,11 @@ class _Pass:
         block = self.corpus[start:stop]
         if self.precision in BINARY_PRECISIONS:
             return _hamming(self.query_codes, block.view(np.uint8))
-        if self.precision == "float32":
-            scores = self.queries @ block.astype(np.float32, copy=False).T
-        else:
-            scores = self._code_scores(block)
+        with np.errstate(invalid="ignore", over="ignore"):  # a bad row is reported below, by its index
+            if self.precision == "float32":
+                scores = self.queries @ block.astype(np.float32, copy=False).T
+            else:
+                scores = self._code_scores(block)
         if not np.isfinite(scores).all():
             row = start + int(np.nonzero(~np.isfinite(scores).all(axis=0))[0][0])
             raise InvalidArgumentError(f"corpus[{row}]", "(a vector with NaN or infinity)", "finite numbers")
@@ -169,7 +170,7 @@ class _Pass:
 
     def scores(self, cost: np.ndarray) -> np.ndarray:
         if self.precision in BINARY_PRECISIONS:
-            return 1 - 2 * cost.astype(np.float32) / np.float32(self.bits)
+            return (1 - 2 * cost.astype(np.float64) / self.bits).astype(np.float32)
         return -cost
 
 

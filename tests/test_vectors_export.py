@@ -1,0 +1,34 @@
+"""The exporter measures the int8/uint8 output ranges: the tiny export carries them and encode uses them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgembed.runtime import Embedder, quantize
+
+pytestmark = pytest.mark.export
+
+
+def test_tiny_export_carries_ranges_for_every_matryoshka_dim(tiny_export: Path):
+    stored = json.loads((tiny_export / "manifest.json").read_text())["embedding_ranges"]
+    assert stored["variant"] == "onnx/fp32" and stored["texts"] == 300
+    assert stored["source"].startswith("built-in calibration texts")
+    assert stored["prompts"] == ["document", "query"]
+    assert [(r["dim"], r["normalize"]) for r in stored["ranges"]] == [(64, True), (32, True), (16, True)]
+    for entry in stored["ranges"]:
+        assert all(-1 <= low < high <= 1 for low, high in zip(entry["min"], entry["max"]))
+
+
+@pytest.mark.parametrize("dtype,backend", [("fp32", "onnxruntime"), ("q8", "openvino")])
+def test_encode_int8_on_the_export(tiny_export: Path, parity_texts, dtype: str, backend: str):
+    model = Embedder.load(tiny_export, variant=dtype, backend=backend)
+    for dim in (None, 32):
+        codes = model.encode_document(parity_texts, precision="int8", dim=dim)
+        expected = quantize(model.encode_document(parity_texts, dim=dim), "int8", ranges=model.embedding_ranges(dim=dim))
+        assert codes.dtype == np.int8 and codes.shape == (len(parity_texts), dim or 64)
+        np.testing.assert_array_equal(codes, expected)
+        # texts like the calibration ones fall inside the ranges: few codes sit at the clipped ends
+        assert np.isin(codes, (-128, 127)).mean() < 0.05
