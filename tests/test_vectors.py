@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ranged_model import ranged_copy
 
-from edgembed.evaluation.corpus import calibration_texts
-from edgembed.export.embedding_ranges import measure_ranges
 from edgembed.runtime import (
     PRECISIONS,
     Embedder,
@@ -33,15 +31,7 @@ TEXTS = ["how do I open a file in python", "the with statement closes files", "l
 
 @pytest.fixture(scope="module")
 def ranged_export(fast_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fast export with the ranges the exporter would measure (export/embedding_ranges.py, no torch)."""
-    root = tmp_path_factory.mktemp("ranged") / "model"
-    shutil.copytree(fast_export, root)
-    model = Embedder.load(root, variant="fp32", backend="onnxruntime")
-    ranges = measure_ranges(model, calibration_texts(80), variant="onnx/fp32", dims=model.manifest.matryoshka_dims)
-    manifest = Manifest.read(root)
-    manifest.embedding_ranges = ranges
-    manifest.write(root)
-    return root
+    return ranged_copy(fast_export, tmp_path_factory.mktemp("ranged") / "model")
 
 
 @pytest.fixture(scope="module")
