@@ -63,9 +63,6 @@ class VectorsFile:
     model_id: str | None
     variant: str | None
 
-    def label(self, row: int) -> str:
-        return str(self.ids[row]) if self.ids is not None else str(row)
-
 
 def run_search(args: argparse.Namespace) -> int:
     import numpy as np

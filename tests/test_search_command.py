@@ -42,14 +42,21 @@ def npy(vectors: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return folder / "vectors.npy", folder / "texts.txt"
 
 
+def embed_file_metadata(model_id: str) -> dict[bytes, bytes]:
+    """embed-file's shard metadata (jobs/shards.py): a JSON object under the key `edgembed`."""
+    return {b"edgembed": json.dumps({"model_id": model_id, "variant": "fp32", "backend": "onnxruntime",
+                                     "dimension": 32}).encode()}
+
+
 def write_parquet(path: Path, vectors: np.ndarray, model_id: str, rows_per_group: int = 25) -> Path:
-    """What embed-file writes: an id column, a fixed-size-list float32 embedding column, the model in metadata."""
+    """What embed-file writes: an id column, a fixed-size-list float32 embedding column, the model in metadata
+    (plus a text column, which the search shows when a file has one)."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     table = pa.table({"id": [f"doc-{i}" for i in range(len(vectors))], "text": DOCUMENTS[:len(vectors)],
                       "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])})
-    table = table.replace_schema_metadata({"edgembed.model_id": model_id, "edgembed.variant": "onnx/fp32"})
+    table = table.replace_schema_metadata(embed_file_metadata(model_id))
     pq.write_table(table, path, row_group_size=rows_per_group)
     return path
 
@@ -124,7 +131,7 @@ def test_a_file_of_another_model_is_refused_unless_forced(capsys, out, vectors, 
     path = write_parquet(tmp_path / "other.parquet", vectors, "someone/else")
     code, _, stderr = run(capsys, str(out), str(path), "query")
     assert code == 2
-    assert "made with model 'someone/else' (onnx/fp32), but OUT holds 'fast-test-model'" in stderr
+    assert "made with model 'someone/else' (fp32), but OUT holds 'fast-test-model'" in stderr
     assert "--force" in stderr
     code, stdout, stderr = run(capsys, str(out), str(path), "query", "--force", "-k", "1")
     assert code == 0 and "warning" in stderr and stdout.startswith("query: query")
@@ -168,6 +175,8 @@ def test_a_parquet_directory(capsys, out, model, vectors, tmp_path):
     rest = pa.table({"id": [f"doc-{i}" for i in range(60, 120)], "text": DOCUMENTS[60:],
                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors[60:].ravel()), 32)})
     pq.write_table(rest.replace_schema_metadata({"edgembed.model_id": model.model_id}), folder / "part-001.parquet")
+    (folder / "_job.json").write_text("{}")  # embed-file's state files sit beside the shards
+    (folder / ".part-000002.parquet.tmp-1-abc").write_text("an unfinished shard")
     code, stdout, _ = run(capsys, str(out), str(folder), *QUERIES, "-k", "5", "--format", "json")
     assert code == 0
     expected = expected_rows(model, vectors, 5)
