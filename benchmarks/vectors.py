@@ -107,7 +107,8 @@ def quality(model, queries: list[str], documents: list[str]) -> dict:
             search(query_vectors, codes[precision], k=K, precision=precision, ranges=ranges).indices,
             "float query x corpus codes read back")
     for precision in ("binary", "ubinary"):
-        row(f"edgembed {precision}", precision, search(query_vectors, codes[precision], k=K, precision=precision).indices,
+        row(f"edgembed {precision}", precision,
+            search(query_vectors, codes[precision], k=K, precision=precision).indices,
             "hamming")
     row("edgembed binary + int8 rescoring (x4)", "binary",
         search(query_vectors, codes["binary"], k=K, precision="binary", rescore=codes["int8"],
@@ -134,7 +135,8 @@ def quality(model, queries: list[str], documents: list[str]) -> dict:
         curve.append(point)
     clipped = {"documents": float(np.isin(codes["int8"], (-128, 127)).mean()),
                "queries": float(np.isin(quantize(query_vectors, "int8", ranges=ranges), (-128, 127)).mean())}
-    return {"dim": dim, "rows": rows, "curve": curve, "int8_end_codes": clipped, "batch_dependence": batch_dependence(model, tokens[:BATCH_CHECK], codes["int8"][:BATCH_CHECK]),
+    return {"dim": dim, "rows": rows, "curve": curve, "int8_end_codes": clipped,
+            "batch_dependence": batch_dependence(model, tokens[:BATCH_CHECK], codes["int8"][:BATCH_CHECK]),
             "sentence_transformers": sentence_transformers_quality(query_vectors, document_vectors, ranges,
                                                                    codes, reference, dim)}
 
