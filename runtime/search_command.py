@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .commands import add_load_options, load_embedder
+from .commands import add_export_dir, add_load_options, load_embedder
 from .errors import InvalidArgumentError, MissingRangesError, ModelFileError, UsageError
 
 SEARCH_PRECISIONS = ("float32", "int8", "binary")
@@ -25,7 +25,7 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
         description="Embed each QUERY with the model in OUT (its query prompt) and print the K best rows of "
                     "VECTORS: a Parquet file or directory written by 'edgembed embed-file' (id and embedding "
                     "columns), or a .npy matrix with --texts for its labels.")
-    parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
+    add_export_dir(parser)
     parser.add_argument("vectors", metavar="VECTORS", type=Path, help="Parquet file or directory, or a .npy file")
     parser.add_argument("texts", nargs="+", metavar="QUERY", help="query texts")
     parser.add_argument("-k", "--top-k", type=int, default=10, metavar="K", help="rows per query (default: 10)")
