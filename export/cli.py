@@ -34,7 +34,8 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
                         help="load *.bin pickle weights when there are no safetensors (runs code from the file)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--calibration-data", type=Path, metavar="FILE",
-                        help="texts for calibrated variants (q8, q8-static): one per line, or JSONL (see --calibration-field);"
+                        help="texts for calibrated variants (q8, q8-static) and for the int8/uint8 output ranges "
+                             "(encode(precision=...)): one per line, or JSONL (see --calibration-field);"
                              " default: a built-in set of real English text")
     parser.add_argument("--calibration-field", default="text", metavar="NAME",
                         help="the JSONL field holding the text (default: text)")

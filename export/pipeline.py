@@ -18,6 +18,7 @@ from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants
 from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, efficient_attention
+from .embedding_ranges import ranges_recipe, record_ranges
 from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
 from .reference import load_reference_model, reference_embeddings
@@ -118,11 +119,14 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
             steps.next("tokenizing the calibration texts")
             calibration = _calibration_feeds(out, manifest, onnx_variants.graph_inputs(fp32_files[0]),
                                              request.calibration_texts)
+        ranges_from = ranges_recipe(recipes)
         for recipe in recipes:
             steps.next(f"{recipe.name}: converting and validating")
             variant = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts, reference,
                                             retrieval, progress)
             manifest.variants.append(variant)
+            if recipe is ranges_from:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
+                manifest.embedding_ranges = record_ranges(out, manifest, variant, request.calibration_texts, progress)
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:
                 path.unlink()

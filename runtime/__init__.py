@@ -14,28 +14,36 @@ from .errors import (
     InvalidArgumentError,
     InvalidTypeError,
     ManifestError,
+    MissingRangesError,
     ModelFileError,
     NoVariantError,
     UnknownChoiceError,
     UsageError,
 )
 from .loading import verify_files
-from .manifest import Fidelity, Manifest, Speed, Variant
+from .manifest import DimensionRanges, EmbeddingRanges, Fidelity, Manifest, Speed, Variant
+from .precision import PRECISIONS, code_bytes, dequantize, embedding_ranges, quantize
+from .search import Hits, hamming_distances, search
 from .tokenization import TokenizedTexts
 
 __all__ = [
+    "PRECISIONS",
     "BackendUnavailableError",
     "ChecksumError",
+    "DimensionRanges",
     "EdgembedError",
+    "EmbeddingRanges",
     "Embedder",
     "EncodeStats",
     "Fidelity",
+    "Hits",
     "InputTooLongError",
     "Int8Path",
     "InvalidArgumentError",
     "InvalidTypeError",
     "Manifest",
     "ManifestError",
+    "MissingRangesError",
     "ModelFileError",
     "NoVariantError",
     "Speed",
@@ -43,6 +51,12 @@ __all__ = [
     "UnknownChoiceError",
     "UsageError",
     "Variant",
+    "code_bytes",
+    "dequantize",
+    "embedding_ranges",
+    "hamming_distances",
     "int8_path",
+    "quantize",
+    "search",
     "verify_files",
 ]

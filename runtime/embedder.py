@@ -28,6 +28,7 @@ from .loading import VERIFY_MODES, LoadedModel, open_model
 from .manifest import Manifest
 from .pooling import combine_windows, pool, truncate_dim
 from .pooling import normalize as l2_normalize
+from .precision import RANGED_PRECISIONS, check_precision, check_ranges, manifest_ranges, quantize
 from .selection import AUTO_MIN_COSINE, exported_pairs, select
 from .similarity import similarity_matrix
 from .streams import STREAM_BATCH_TOKENS
@@ -175,31 +176,44 @@ class Embedder:
         return self._tokenizer.tokenize(items, truncate=truncate)
 
     def embed(self, tokens: TokenizedTexts, *, batch_size: int = 32, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-              normalize: bool | None = None, dim: int | None = None) -> np.ndarray:
-        """Embed tokenized texts: float32 of shape (len(tokens), dim), in their order."""
+              normalize: bool | None = None, dim: int | None = None, precision: str = "float32",
+              ranges: np.ndarray | None = None) -> np.ndarray:
+        """Embed tokenized texts: shape (len(tokens), dim) in `precision` (see encode), in their order."""
         if not isinstance(tokens, TokenizedTexts):
             raise InvalidTypeError("tokens", tokens, "the TokenizedTexts that Embedder.tokenize returns")
         check_positive_int("batch_size", batch_size)
         check_positive_int("max_batch_tokens", max_batch_tokens)
         self._check_postprocess(normalize, dim)
+        self._output_ranges(normalize, dim, precision, ranges)
         vectors = self._run(list(tokens.encodings), batch_size, max_batch_tokens)
         self._count(len(tokens), tokens.token_count, tokens.truncated_count)
-        return self.postprocess(vectors, normalize=normalize, dim=dim)
+        return self.postprocess(vectors, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
 
-    def postprocess(self, vectors: np.ndarray, *, normalize: bool | None = None, dim: int | None = None) -> np.ndarray:
+    def postprocess(self, vectors: np.ndarray, *, normalize: bool | None = None, dim: int | None = None,
+                    precision: str = "float32", ranges: np.ndarray | None = None) -> np.ndarray:
         """What follows pooling: keep the first `dim` components (Matryoshka), then L2-normalize when `normalize`
-        (None follows the model). embed(..., normalize=False) followed by this gives embed's own result."""
+        (None follows the model), then convert to `precision`. embed(..., normalize=False) followed by this gives
+        embed's own result."""
         self._check_postprocess(normalize, dim)
+        output_ranges = self._output_ranges(normalize, dim, precision, ranges)
         vectors = truncate_dim(np.asarray(vectors, dtype=np.float32), dim)
         if self.manifest.normalize if normalize is None else normalize:
             vectors = l2_normalize(vectors)
-        return vectors
+        return quantize(vectors, precision, ranges=output_ranges)
+
+    def embedding_ranges(self, *, dim: int | None = None, normalize: bool | None = None) -> np.ndarray:
+        """The fixed int8/uint8 ranges (2, dim) of this model's vectors at `dim` and `normalize` (None: the
+        model's), as measured at export; MissingRangesError names the ones the export has."""
+        self._check_postprocess(normalize, dim)
+        return manifest_ranges(self.manifest, "int8", dim or self.dimension,
+                               self.manifest.normalize if normalize is None else normalize)
 
     def encode(self, texts: str | Iterable[str], *, batch_size: int = 32, prompt_name: str | None = None,
                prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
                truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
-               chunk_overlap: int | None = None) -> np.ndarray:
-        """Embed texts: float32 of shape (n, dim), or (dim,) for a single string.
+               chunk_overlap: int | None = None, precision: str = "float32",
+               ranges: np.ndarray | None = None) -> np.ndarray:
+        """Embed texts: shape (n, dim) in `precision` (float32 by default), or (dim,) for a single string.
 
         `prompt` (a literal prefix) wins over `prompt_name` (a key of the manifest's prompts); with neither, the
         manifest's default prompt applies. `normalize=None` follows the model. `dim` keeps the first `dim`
@@ -208,37 +222,43 @@ class Embedder:
         max_length are cut (`stats` counts them); `truncate=False` raises InputTooLongError instead.
         `chunking=True` embeds a text longer than max_length as windows of max_length tokens sharing
         `chunk_overlap` tokens (default max_length // 8), pooled together (see pooling.combine_windows).
+        `precision`: "float32", or sentence-transformers' compact codes (runtime/precision.py): "int8"/"uint8"
+        (dim bytes, per-component ranges fixed per model: the export's, or `ranges` (2, dim)), "binary"/"ubinary"
+        (dim / 8 bytes of packed sign bits).
         """
         single = isinstance(texts, str)
         check_bool("chunking", chunking)
         if not chunking:
             tokens = self.tokenize(texts, prompt_name=prompt_name, prompt=prompt, truncate=truncate)
             vectors = self.embed(tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                                 normalize=normalize, dim=dim)
+                                 normalize=normalize, dim=dim, precision=precision, ranges=ranges)
         else:
             vectors = self._encode_chunked(texts, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt,
                                            normalize=normalize, dim=dim, truncate=truncate,
-                                           max_batch_tokens=max_batch_tokens, chunk_overlap=chunk_overlap)
+                                           max_batch_tokens=max_batch_tokens, chunk_overlap=chunk_overlap,
+                                           precision=precision, ranges=ranges)
         return vectors[0] if single else vectors
 
     def encode_query(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
                      dim: int | None = None, truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                     chunking: bool = False, chunk_overlap: int | None = None) -> np.ndarray:
+                     chunking: bool = False, chunk_overlap: int | None = None, precision: str = "float32",
+                     ranges: np.ndarray | None = None) -> np.ndarray:
         """encode() with the manifest's "query" prompt, when it has one."""
         name = "query" if "query" in self.manifest.prompts else None
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
                            normalize=normalize, dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens,
-                           chunking=chunking, chunk_overlap=chunk_overlap)
+                           chunking=chunking, chunk_overlap=chunk_overlap, precision=precision, ranges=ranges)
 
     def encode_document(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
                         dim: int | None = None, truncate: bool = True,
                         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
-                        chunk_overlap: int | None = None) -> np.ndarray:
+                        chunk_overlap: int | None = None, precision: str = "float32",
+                        ranges: np.ndarray | None = None) -> np.ndarray:
         """encode() with the first of the "document", "passage", "corpus" prompts the manifest has."""
         name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.manifest.prompts), None)
         return self.encode(texts, batch_size=batch_size, prompt_name=name, prompt=None if name else "",
                            normalize=normalize, dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens,
-                           chunking=chunking, chunk_overlap=chunk_overlap)
+                           chunking=chunking, chunk_overlap=chunk_overlap, precision=precision, ranges=ranges)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
@@ -246,19 +266,22 @@ class Embedder:
 
     def _encode_chunked(self, texts: str | Iterable[str], *, batch_size: int, prompt_name: str | None,
                         prompt: str | None, normalize: bool | None, dim: int | None, truncate: bool,
-                        max_batch_tokens: int, chunk_overlap: int | None) -> np.ndarray:
+                        max_batch_tokens: int, chunk_overlap: int | None, precision: str,
+                        ranges: np.ndarray | None) -> np.ndarray:
         items = _as_texts(texts)
         check_bool("truncate", truncate)
         check_positive_int("batch_size", batch_size)
         check_positive_int("max_batch_tokens", max_batch_tokens)
         self._check_postprocess(normalize, dim)
+        self._output_ranges(normalize, dim, precision, ranges)
         overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else check_int_range(
             "chunk_overlap", chunk_overlap, 0, self.max_length // 2, "at most half of max_length")
         prefix = self._prefix(prompt_name, prompt)
         items = [prefix + text for text in items] if prefix else items
         _check_unicode(items)
         if not items:
-            return self.postprocess(np.zeros((0, self.dimension), np.float32), normalize=normalize, dim=dim)
+            return self.postprocess(np.zeros((0, self.dimension), np.float32), normalize=normalize, dim=dim,
+                                    precision=precision, ranges=ranges)
         windows = self._tokenizer.encode_windows(items, overlap)
         encodings = [window for text_windows in windows for window in text_windows]
         owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
@@ -266,7 +289,7 @@ class Embedder:
         vectors = self._run(encodings, batch_size, max_batch_tokens)
         self._count(len(items), int(lengths.sum()), 0)
         combined = combine_windows(vectors, owners, lengths, self.manifest.pooling, len(items))
-        return self.postprocess(combined, normalize=normalize, dim=dim)
+        return self.postprocess(combined, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
 
     def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int) -> np.ndarray:
         """Pooled, unnormalized vectors of `encodings`, in their order."""
@@ -311,6 +334,20 @@ class Embedder:
             raise UnknownChoiceError("prompt name", name, self.manifest.prompts,
                                      "prompts are set at export with --prompt NAME=TEXT")
         return self.manifest.prompts[name]
+
+    def _output_ranges(self, normalize: bool | None, dim: int | None, precision: str,
+                       ranges: np.ndarray | None) -> np.ndarray | None:
+        """The int8/uint8 ranges `precision` will use (checked before any work), None for the others."""
+        if check_precision(precision) not in RANGED_PRECISIONS:
+            if ranges is not None:
+                raise InvalidArgumentError("ranges", "(an array)", f"None with precision={precision!r}",
+                                           "ranges apply to int8 and uint8 only")
+            return None
+        size = dim or self.dimension
+        if ranges is not None:
+            return check_ranges(ranges, size)
+        normalized = self.manifest.normalize if normalize is None else normalize
+        return manifest_ranges(self.manifest, precision, size, normalized)
 
     def _check_postprocess(self, normalize: bool | None, dim: int | None) -> None:
         check_bool("normalize", normalize, allow_none=True)

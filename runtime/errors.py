@@ -92,6 +92,10 @@ class InputTooLongError(EdgembedError, ValueError):
         )
 
 
+class MissingRangesError(UsageError, ValueError):
+    """int8/uint8 output was asked for at a dim or normalization the export measured no ranges for."""
+
+
 def check_positive_int(name: str, value: object, fix: str = "") -> int:
     """`value` if it is an int (not a bool) of at least 1, else InvalidTypeError / InvalidArgumentError."""
     return check_int_range(name, value, 1, None, fix)

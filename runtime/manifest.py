@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,37 @@ class Variant:
 
 
 @dataclass
+class DimensionRanges:
+    """Per-component min and max of the embeddings at one size and normalization: int8/uint8 output's ranges."""
+
+    dim: int
+    normalize: bool
+    min: list[float]
+    max: list[float]
+
+
+@dataclass
+class EmbeddingRanges:
+    """The fixed int8/uint8 ranges of a model, measured at export (see runtime/precision.py).
+
+    `variant`: the exported variant that embedded the texts (e.g. onnx/fp32); `texts`: how many; `source`: which
+    texts; `prompts`: the prompt names they were embedded with. One entry of `ranges` per Matryoshka dim.
+    """
+
+    variant: str
+    texts: int
+    source: str
+    prompts: list[str] = field(default_factory=list)
+    ranges: list[DimensionRanges] = field(default_factory=list)
+
+    def find(self, dim: int, normalize: bool) -> DimensionRanges | None:
+        for entry in self.ranges:
+            if entry.dim == dim and entry.normalize == normalize:
+                return entry
+        return None
+
+
+@dataclass
 class Manifest:
     """Everything the runtime needs to know about an exported model."""
 
@@ -105,6 +137,7 @@ class Manifest:
     tokenizer_file: str = "tokenizer.json"
     attention: str = "standard"  # "efficient": sliding-window layers block-local, global layers fused
     variants: list[Variant] = field(default_factory=list)
+    embedding_ranges: EmbeddingRanges | None = None  # optional: exports before it have none
     format_version: int = FORMAT_VERSION
     edgembed_version: str = ""
 
@@ -143,7 +176,8 @@ class Manifest:
             variants = data.get("variants", [])
             if not isinstance(variants, list):
                 raise TypeError("variants must be a list")
-            manifest = _build(cls, data, variants=[_variant_from_dict(v) for v in variants])
+            manifest = _build(cls, data, variants=[_variant_from_dict(v) for v in variants],
+                              embedding_ranges=_ranges_from_dict(data.get("embedding_ranges")))
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise ManifestError(origin, f"missing or malformed field ({exc}); re-export the model") from None
         _check_values(manifest, origin)
@@ -185,6 +219,31 @@ def _variant_from_dict(data: dict[str, Any]) -> Variant:
                   evaluation=_build(Fidelity, evaluation) if evaluation else None, speed=speed)
 
 
+def _ranges_from_dict(data: Any) -> EmbeddingRanges | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("ranges", []), list):
+        raise TypeError("embedding_ranges must be an object with a list of ranges")
+    return _build(EmbeddingRanges, data, ranges=[_build(DimensionRanges, r) for r in data.get("ranges", [])])
+
+
+def _check_ranges(ranges: EmbeddingRanges, hidden_size: int, origin: str) -> None:
+    for entry in ranges.ranges:
+        dim = entry.dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= hidden_size:
+            raise ManifestError(origin, f"embedding_ranges: dim {dim!r} is not from 1 to hidden_size {hidden_size}")
+        if not isinstance(entry.normalize, bool):
+            raise ManifestError(origin, f"embedding_ranges: normalize {entry.normalize!r} of dim {dim} is not a bool")
+        bounds = (entry.min, entry.max)
+        if not all(isinstance(b, list) and len(b) == dim for b in bounds):
+            raise ManifestError(origin, f"embedding_ranges: dim {dim} needs {dim} min and {dim} max values")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for b in bounds for v in b):
+            raise ManifestError(origin, f"embedding_ranges: dim {dim} has a value that is not a finite number")
+        if any(low > high for low, high in zip(*bounds)):
+            raise ManifestError(origin, f"embedding_ranges: dim {dim} has a min above its max")
+
+
 def _check_values(manifest: Manifest, origin: str) -> None:
     if manifest.pooling not in POOLING_MODES:
         raise ManifestError(origin, f"pooling {manifest.pooling!r} is not one of {POOLING_MODES}")
@@ -197,6 +256,8 @@ def _check_values(manifest: Manifest, origin: str) -> None:
     if manifest.max_length > manifest.max_position_embeddings:
         raise ManifestError(origin, f"max_length {manifest.max_length} exceeds max_position_embeddings "
                                     f"{manifest.max_position_embeddings}")
+    if manifest.embedding_ranges is not None:
+        _check_ranges(manifest.embedding_ranges, manifest.hidden_size, origin)
     if not isinstance(manifest.tokenizer_file, str) or not manifest.tokenizer_file:
         raise ManifestError(origin, f"tokenizer_file must be a relative path, got {manifest.tokenizer_file!r}")
     for variant in manifest.variants:

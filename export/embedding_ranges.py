@@ -1,0 +1,57 @@
+"""The fixed int8/uint8 output ranges of a model, measured at export on the calibration texts."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgembed.evaluation.corpus import calibration_texts
+from edgembed.runtime import DimensionRanges, EmbeddingRanges, Embedder, Manifest, Variant, embedding_ranges
+
+from .validate import load_variant
+from .variants import Recipe
+
+FLOAT_DTYPES = ("fp32", "fp16")
+
+BUILT_IN_SOURCE = "built-in calibration texts (edgembed.evaluation.corpus.calibration_texts)"
+USER_SOURCE = "texts given with --calibration-data"
+
+
+def measure_ranges(embedder: Embedder, texts: Sequence[str], *, variant: str, source: str = BUILT_IN_SOURCE,
+                   dims: Sequence[int] = ()) -> EmbeddingRanges:
+    """Per-component min/max of `texts`' embeddings at the full size and every dim of `dims`, with the model's
+    own normalization; `variant` names the exported variant `embedder` runs (e.g. onnx/fp32). The texts are
+    embedded as documents and, when the model has a query prompt, as queries too, so the ranges hold both."""
+    encoders = {"document": embedder.encode_document}
+    if "query" in embedder.manifest.prompts:
+        encoders["query"] = embedder.encode_query
+    pooled = np.concatenate([encode(list(texts), normalize=False) for encode in encoders.values()])
+    normalize = embedder.manifest.normalize
+    entries = []
+    for dim in sorted({embedder.dimension, *dims}, reverse=True):
+        bounds = embedding_ranges(embedder.postprocess(pooled, dim=dim, normalize=normalize))
+        entries.append(DimensionRanges(dim=dim, normalize=normalize, min=bounds[0].tolist(), max=bounds[1].tolist()))
+    return EmbeddingRanges(variant=variant, texts=len(texts),
+                           source=source, prompts=list(encoders), ranges=entries)
+
+
+def ranges_recipe(recipes: Sequence[Recipe]) -> Recipe | None:
+    """The variant to measure on: fp32, else the first float one (fp16), else the first exported."""
+    for dtype in FLOAT_DTYPES:
+        for recipe in recipes:
+            if recipe.dtype == dtype:
+                return recipe
+    return recipes[0] if recipes else None
+
+
+def record_ranges(out: Path, manifest: Manifest, variant: Variant, texts: Sequence[str] | None,
+                  progress: Callable[[str], None]) -> EmbeddingRanges:
+    """Measure the ranges with the just-validated `variant` in the directory being built."""
+    given = texts is not None
+    texts = list(texts) if given else calibration_texts()
+    ranges = measure_ranges(load_variant(out, manifest, variant), texts, variant=variant.name,
+                            source=USER_SOURCE if given else BUILT_IN_SOURCE, dims=manifest.matryoshka_dims)
+    progress(f"      int8/uint8 output ranges measured with {variant.name} on {len(texts)} texts "
+             f"(dims {', '.join(str(r.dim) for r in ranges.ranges)})")
+    return ranges
