@@ -15,8 +15,6 @@ from pathlib import Path
 
 MAX_SEQ_LENGTH = 512  # what the ModernBERT sentence-transformers files declare
 TOKENIZER_VOCAB = 16384  # trained on the spot; the model's vocabulary (50368) is larger, as allowed
-# The tokenizer and sentence-transformers files come from the tests' tiny-model builder.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 QUANTIZE = ("fp32", "fp16", "q8", "q8-static")
 
 
@@ -134,17 +132,19 @@ def build_modernbert(directory: Path, shape: ModernBertShape, seed: int = 0) -> 
 
 
 def build_tokenizer(directory: Path) -> dict[str, int]:
-    """The tests' byte-level BPE (ModernBERT's kind), trained on the benchmark prose; returns the special ids."""
+    """The synthetic checkpoints' byte-level BPE (ModernBERT's kind), trained on the benchmark prose; returns the
+    special ids."""
     from texts import prose_paragraphs
-    from tiny_model import SPECIAL_TOKENS
-    from tiny_model import build_tokenizer as train
+
+    from edgembed.export.synthetic import SPECIAL_TOKENS
+    from edgembed.export.synthetic import build_tokenizer as train
 
     train(directory, TOKENIZER_VOCAB, prose_paragraphs(), MAX_SEQ_LENGTH)
     return {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 
 
 def write_sentence_transformers_files(directory: Path, hidden_size: int) -> None:
-    """Transformer -> mean Pooling -> Normalize, max_seq_length 512, no prompts (the tests' writer)."""
-    from tiny_model import write_sentence_transformers_files as write
+    """Transformer -> mean Pooling -> Normalize, max_seq_length 512, no prompts."""
+    from edgembed.export.synthetic import write_sentence_transformers_files as write
 
     write(directory, hidden_size, MAX_SEQ_LENGTH, prompts={})

@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fast_model import build_fast_export  # noqa: E402
-from tiny_model import build_tiny_modernbert, real_sentences  # noqa: E402
+
+from edgembed.export.synthetic import build_tiny_modernbert, real_sentences  # noqa: E402
 
 DTYPES = ("fp32", "fp16", "q8")
 BACKENDS = ("onnxruntime", "openvino")

@@ -57,7 +57,7 @@ def test_prompts_and_overwrite(tiny_model_dir, tmp_path):
 
 @pytest.mark.export
 def test_plain_checkpoint_without_sentence_transformers_files(tmp_path):
-    from tiny_model import build_tiny_modernbert
+    from edgembed.export.synthetic import build_tiny_modernbert
 
     model_dir = build_tiny_modernbert(tmp_path / "plain", seed=1, sentence_transformers_files=False)
     out = tmp_path / "out"

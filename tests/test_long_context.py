@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import BACKENDS, DTYPES
-from tiny_model import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
+from edgembed.export.synthetic import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
 
 from edgembed.runtime.backends import BackendOptions, compile_graph
 from edgembed.cli import main

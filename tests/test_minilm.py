@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ALL_VARIANTS, cosines
 from emulation import embed_q8, needs_qemu
-from tiny_model import real_sentences
+from edgembed.export.synthetic import real_sentences
 
 from edgembed.runtime import Embedder
 

@@ -1,4 +1,5 @@
-"""A tiny ModernBERT with random weights and a tokenizer trained on the spot, for offline tests."""
+"""Synthetic checkpoints: a small ModernBERT with random weights and a tokenizer trained on the spot on CPython's
+help topics, for trying the exporter without hub access, for the tests and for the benchmarks."""
 from __future__ import annotations
 
 import json
