@@ -80,8 +80,12 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """A counter's or gauge's current value (0 if never set)."""
-        found = self._families[name].series.get(tuple(sorted(labels.items())), 0.0)
-        return found.count if isinstance(found, _Histogram) else found
+        return self._families[name].series.get(tuple(sorted(labels.items())), 0.0)
+
+    def histogram(self, name: str, **labels: str) -> tuple[int, float]:
+        """(observations, their sum) of a histogram."""
+        found = self._families[name].series.get(tuple(sorted(labels.items())))
+        return (found.count, found.total) if isinstance(found, _Histogram) else (0, 0.0)
 
     def render(self) -> str:
         lines: list[str] = []

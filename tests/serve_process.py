@@ -35,10 +35,12 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_server(model_dir: Path, log: Path, *args: str, env: dict[str, str] | None = None,
+def start_server(model_dir: Path | None, log: Path, *args: str, env: dict[str, str] | None = None,
                  timeout: float = 90) -> ServerProcess:
-    """`python -m edgembed serve MODEL_DIR --port 0 ARGS...`; returns once /health answers 200."""
-    command = [sys.executable, "-m", "edgembed", "serve", str(model_dir), "--port", "0", *args]
+    """`python -m edgembed serve MODEL_DIR --port 0 ARGS...` (no MODEL_DIR: from the environment); returns once
+    /health answers 200."""
+    command = [sys.executable, "-m", "edgembed", "serve", *([str(model_dir)] if model_dir else []), "--port", "0",
+               *args]
     environment = {**os.environ, **(env or {})}
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
