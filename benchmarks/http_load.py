@@ -49,16 +49,24 @@ def build_request(host: str, port: int, path: str, payload: object, headers: dic
 class Connection:
     """One keep-alive connection; send() returns the whole response."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def open(cls, host: str, port: int) -> "Connection":
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        connection = cls(host, port)
+        await connection._connect()
+        return connection
+
+    async def _connect(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(*self._address)
 
     async def send(self, request: bytes) -> Response:
+        if self._reader.at_eof():  # the server closed the idle connection (keep-alive timeout): reconnect, as
+            self._writer.close()   # pooling clients do
+            await self._connect()
         self._writer.write(request)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")

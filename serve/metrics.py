@@ -5,6 +5,7 @@ thread, need no registry, no locks and no dependency.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 # TEI's buckets (router/src/prometheus.rs): durations 35 steps of x1.5 from 15 us; lengths and batches powers of 2.
@@ -28,10 +29,9 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.total += value
         self.count += 1
-        for index, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[index] += 1
-                break
+        index = bisect.bisect_left(self.buckets, value)  # the first bucket whose bound is >= value
+        if index < len(self.counts):
+            self.counts[index] += 1
 
 
 @dataclass

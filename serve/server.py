@@ -19,6 +19,9 @@ from .errors import ServerDependencyError
 from .settings import ServeSettings
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Seconds an idle keep-alive connection stays open (uvicorn's default is 5): pooling clients keep theirs longer,
+# and a connection the server closed first costs the client a failed send or a reconnect.
+KEEP_ALIVE_SECONDS = 60
 WARMUP_TEXTS = ["warm up", "warm up the second stream"]
 
 
@@ -43,7 +46,7 @@ def build_server(model: Embedder, settings: ServeSettings, *, log_level: str = "
 
     app = Server(model, settings).app()
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=False,
-                            log_level=log_level, server_header=False,
+                            log_level=log_level, server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
                             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
                             http="httptools" if importlib.util.find_spec("httptools") else "h11")
     return _make_server_class(uvicorn.Server)(config)
