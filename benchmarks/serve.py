@@ -14,7 +14,6 @@ benchmarks/README.md); without it the infinity rows are skipped.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -301,7 +300,8 @@ def targets(result: dict) -> dict:
     engines = result["engines"]
     local, served, infinity = engines["in-process"], engines["edgembed serve"], engines.get("infinity", {})
     out = {"http_cost_p50_ms": round(served["query x1"]["p50_ms"] - local["query x1"]["p50_ms"], 3),
-           "x64_vs_in_process_batched": round(served["query x64"]["texts_per_s"] / local["query x64"]["texts_per_s"], 3),
+           "x64_vs_in_process_batched": round(served["query x64"]["texts_per_s"]
+                                              / local["query x64"]["texts_per_s"], 3),
            "edgembed_non_200": sum(n for s, n in served["statuses"].items() if s != "200")}
     if "query x64" in infinity:
         out["x64_vs_infinity"] = round(served["query x64"]["texts_per_s"] / infinity["query x64"]["texts_per_s"], 2)
@@ -346,8 +346,8 @@ def markdown(results: dict) -> str:
                 lines.append(f"- {engine}: {data['error'][:300]}")
         t = model["targets"]
         lines.append(f"- HTTP cost, 1 client p50: serve - in-process = {t['http_cost_p50_ms']:.3f} ms (target <= 1 ms)")
-        lines.append(f"- 64 clients: serve texts/s / in-process encode of 64 = {100 * t['x64_vs_in_process_batched']:.1f}%"
-                     " (target >= 85%)")
+        lines.append("- 64 clients: serve texts/s / in-process encode of 64 = "
+                     f"{100 * t['x64_vs_in_process_batched']:.1f}% (target >= 85%)")
         if "x64_vs_infinity" in t:
             lines.append(f"- vs infinity: 64 clients texts/s {t['x64_vs_infinity']:.2f}x (target >= 2x); 1 client p50 "
                          f"{t['x1_p50_vs_infinity']:.2f}x and p99 {t['x1_p99_vs_infinity']:.2f}x of infinity's "

@@ -9,7 +9,6 @@ http_load.py on the same machine. Prints p50/p99 of one client and the requests/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -138,5 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop_policy(None)
     main()

@@ -74,6 +74,7 @@ class Server:
         routes = [
             Route("/v1/embeddings", self._guard(self.openai_embeddings, OPENAI), methods=["POST"]),
             Route("/embeddings", self._guard(self.openai_embeddings, OPENAI), methods=["POST"]),
+            Route("/v1/models", self._guard(self.openai_models, OPENAI), methods=["GET"]),
             Route("/embed", self._guard(self.tei_embed, TEI), methods=["POST"]),
             Route("/", self._root, methods=["GET", "POST"]),
             Route("/tokenize", self._guard(self.tokenize, TEI), methods=["POST"]),
@@ -169,6 +170,11 @@ class Server:
         return Response(body, media_type=JSON, headers=headers)
 
     # --- other routes -----------------------------------------------------------------------------------------
+
+    async def openai_models(self, request: Request) -> Response:
+        """OpenAI's model list, for clients that look the served name up before embedding."""
+        model = {"id": self.served_name, "object": "model", "created": 0, "owned_by": "edgembed"}
+        return Response(responses.dumps({"object": "list", "data": [model]}), media_type=JSON)
 
     async def _root(self, request: Request) -> Response:
         """GET / is a health check and POST / is /embed, as in TEI (huggingface_hub's InferenceClient posts here)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import EMPTY, VALIDATION, ApiError
+from .errors import EMPTY, ApiError
 from .settings import ServeSettings
 
 ENCODING_FORMATS = ("float", "base64")

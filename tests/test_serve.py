@@ -66,6 +66,12 @@ def test_openai_client_base64_and_float(server, model):
     assert np.isclose(np.linalg.norm(single.data[0].embedding), 1.0, atol=1e-5)  # truncated, then normalized
 
 
+def test_openai_model_list(server):
+    from openai import OpenAI
+
+    assert [model.id for model in OpenAI(base_url=server.url + "/v1", api_key="x").models.list()] == [SERVED]
+
+
 def test_openai_base64_is_little_endian_float32(http, model):
     answer = http.post("/v1/embeddings", json={"input": TEXTS[:2], "encoding_format": "base64"}).json()
     decoded = np.array([np.frombuffer(base64.b64decode(item["embedding"]), "<f4") for item in answer["data"]])
