@@ -73,8 +73,7 @@ def in_process(export_dir: Path, threads: int, queries: list[str], passages: lis
 
     model = Embedder.load(export_dir, variant=VARIANT, backend=BACKEND, threads=threads)
     model.encode(queries[:2])
-    model.encode(passages)
-    results = {}
+    results = {"reference": model.encode(passages)}
     for clients in QUERY_CLIENTS:
         calls = plan["query_requests"] // clients
         latencies, start = [], time.perf_counter()
@@ -159,8 +158,10 @@ def infinity_view(export_dir: Path) -> Path:
 
 def start_infinity(python: Path, export_dir: Path, threads: int, port: int, log_path: Path) -> subprocess.Popen:
     view = infinity_view(export_dir)
-    command = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", ".", "--engine", "optimum",
+    pooling = json.loads((export_dir / "manifest.json").read_text())["pooling"]  # infinity's "auto" may pick cls
+    command = [str(python.absolute()), "-m", "infinity_emb.cli", "v2", "--model-id", ".", "--engine", "optimum",
                "--device", "cpu", "--batch-size", str(PASSAGES), "--host", "127.0.0.1", "--port", str(port),
+               "--pooling-method", pooling,
                "--url-prefix", "/v1", "--onnx-disable-optimize", "--log-level", "warning",
                "--no-lengths-via-tokenize"]
     env = {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
@@ -193,6 +194,18 @@ def server_runs(port: int, model: str, queries: list[str], passages: list[str], 
         loop.close()
     results["statuses"] = statuses
     return results
+
+
+def agreement(port: int, model: str, passages: list[str], reference) -> float:
+    """Least cosine between a server's vectors for the 32 passages and in-process encode's (same model check)."""
+    import httpx
+    import numpy as np
+
+    data = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": passages, "model": model},
+                      timeout=300).json()["data"]
+    served = np.array([item["embedding"] for item in data], dtype=np.float32)
+    served /= np.linalg.norm(served, axis=1, keepdims=True)
+    return round(float((served * reference).sum(axis=1).min()), 6)
 
 
 def rss_phase(port: int, pid: int, model: str, queries: list[str], passages: list[str]) -> dict:
@@ -256,12 +269,14 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
     result = {"export": str(prepared.export_dir), "queries": len(queries), "engines": {}}
     log(f"{name}: in-process encode ({VARIANT} on {BACKEND})")
     result["engines"]["in-process"] = in_process(export_dir, args.threads, queries, passages, plan)
+    reference = result["engines"]["in-process"].pop("reference")
 
     log(f"{name}: edgembed serve")
     process, port, model_id = start_edgembed(export_dir, args.threads, logs / f"{name}-edgembed.log")
     try:
         runs = server_runs(port, model_id, queries, passages, plan)
         runs["after_runs"] = memory(process.pid)
+        runs["cosine_min_to_in_process"] = agreement(port, model_id, passages, reference)
     finally:
         runs_exit = stop(process)
     runs["exit_code"] = runs_exit
@@ -287,6 +302,7 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
             try:
                 runs = server_runs(port, ".", queries, passages, plan)
                 runs["after_runs"] = memory(process.pid)
+                runs["cosine_min_to_in_process"] = agreement(port, ".", passages, reference)
             finally:
                 stop(process)
             result["engines"]["infinity"] = runs
@@ -358,6 +374,9 @@ def markdown(results: dict) -> str:
             lines.append(f"- server peak RSS: {first['peak_rss_mb']} MB after {first['requests']} requests, "
                          f"{last['peak_rss_mb']} MB after {last['requests']} ({rss['peak_growth_percent']:+.2f}%, "
                          "target <= 10%)")
+        cosines = {engine: data["cosine_min_to_in_process"] for engine, data in engines.items()
+                   if "cosine_min_to_in_process" in data}
+        lines.append(f"- same vectors: least cosine to in-process encode on the 32 passages {cosines}")
         non_200 = {k: v for k, v in t.items() if k.endswith("non_200")}
         lines.append(f"- answers other than 200: {non_200}")
         lines.append("")
@@ -374,6 +393,8 @@ def main() -> int:
     parser.add_argument("--infinity-port", type=int, default=7997)
     parser.add_argument("--skip-infinity", action="store_true")
     parser.add_argument("--no-rss", action="store_true", help="skip the 10,000-request RSS phase")
+    parser.add_argument("--query-requests", type=int, default=1920, help="single-query requests per workload")
+    parser.add_argument("--batch-requests", type=int, default=24, help="32-passage requests per workload")
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke test of the script")
     args = parser.parse_args()
     if args.threads is None:
@@ -381,7 +402,8 @@ def main() -> int:
 
         args.threads = physical_cores()
     pin_threads(args.threads)
-    plan = {"query_requests": 128 if args.quick else 1920, "batch_requests": 4 if args.quick else 24,
+    plan = {"query_requests": 128 if args.quick else args.query_requests,
+            "batch_requests": 4 if args.quick else args.batch_requests,
             "distinct_queries": 500, "rss": not args.no_rss and not args.quick}
     args.out.mkdir(parents=True, exist_ok=True)
     load = OtherLoad()
