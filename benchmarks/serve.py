@@ -83,6 +83,20 @@ def in_process(export_dir: Path, threads: int, queries: list[str], passages: lis
             model.encode(chunk)
             latencies.append(time.perf_counter() - began)
         results[f"query x{clients}"] = summary(latencies, calls * clients, time.perf_counter() - start)
+    # The server runs the engine on a worker thread; the same call timed on one (inside it, no hand-off counted).
+    # On a busy 2-core machine the two differ widely (docs/serve.md), so both are kept.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def timed(text: str) -> float:
+        began = time.perf_counter()
+        model.encode([text])
+        return time.perf_counter() - began
+
+    with ThreadPoolExecutor(1) as worker:
+        start = time.perf_counter()
+        latencies = [worker.submit(timed, queries[call % len(queries)]).result()
+                     for call in range(plan["query_requests"])]
+        results["query x1 (worker thread)"] = summary(latencies, len(latencies), time.perf_counter() - start)
     latencies, start = [], time.perf_counter()
     for _ in range(plan["batch_requests"]):
         began = time.perf_counter()
@@ -315,7 +329,8 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
 def targets(result: dict) -> dict:
     engines = result["engines"]
     local, served, infinity = engines["in-process"], engines["edgembed serve"], engines.get("infinity", {})
-    out = {"http_cost_p50_ms": round(served["query x1"]["p50_ms"] - local["query x1"]["p50_ms"], 3),
+    local_p50 = min(local["query x1"]["p50_ms"], local["query x1 (worker thread)"]["p50_ms"])
+    out = {"http_cost_p50_ms": round(served["query x1"]["p50_ms"] - local_p50, 3),
            "x64_vs_in_process_batched": round(served["query x64"]["texts_per_s"]
                                               / local["query x64"]["texts_per_s"], 3),
            "edgembed_non_200": sum(n for s, n in served["statuses"].items() if s != "200")}
@@ -330,7 +345,8 @@ def targets(result: dict) -> dict:
     return out
 
 
-WORKLOADS = [*(f"query x{c}" for c in QUERY_CLIENTS), *(f"batch32 x{c}" for c in BATCH_CLIENTS)]
+WORKLOADS = ["query x1 (worker thread)", *(f"query x{c}" for c in QUERY_CLIENTS),
+             *(f"batch32 x{c}" for c in BATCH_CLIENTS)]
 
 
 def markdown(results: dict) -> str:
@@ -361,7 +377,8 @@ def markdown(results: dict) -> str:
             if "error" in data:
                 lines.append(f"- {engine}: {data['error'][:300]}")
         t = model["targets"]
-        lines.append(f"- HTTP cost, 1 client p50: serve - in-process = {t['http_cost_p50_ms']:.3f} ms (target <= 1 ms)")
+        lines.append(f"- HTTP cost, 1 client p50: serve - in-process (the faster of main and worker thread) = "
+                     f"{t['http_cost_p50_ms']:.3f} ms (target <= 1 ms)")
         lines.append("- 64 clients: serve texts/s / in-process encode of 64 = "
                      f"{100 * t['x64_vs_in_process_batched']:.1f}% (target >= 85%)")
         if "x64_vs_infinity" in t:

@@ -77,6 +77,8 @@ def test_openai_base64_is_little_endian_float32(http, model):
     decoded = np.array([np.frombuffer(base64.b64decode(item["embedding"]), "<f4") for item in answer["data"]])
     np.testing.assert_allclose(decoded, model.encode(TEXTS[:2]), atol=ATOL)
     assert answer["object"] == "list" and answer["data"][0]["object"] == "embedding"
+    alias = http.post("/embeddings", json={"input": TEXTS[:2], "encoding_format": "base64"}).json()  # TEI's alias
+    assert alias["data"] == answer["data"]
 
 
 def test_openai_unknown_model_is_404_in_openai_shape(server):
