@@ -1,0 +1,62 @@
+"""Start the real `edgembed serve` process on a free loopback port and stop it, for the server tests."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig` and wait for the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(model_dir: Path | None, log: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 90) -> ServerProcess:
+    """`python -m edgembed serve MODEL_DIR --port 0 ARGS...` (no MODEL_DIR: from the environment); returns once
+    /health answers 200."""
+    command = [sys.executable, "-m", "edgembed", "serve", *([str(model_dir)] if model_dir else []), "--port", "0",
+               *args]
+    environment = {**os.environ, **(env or {})}
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = LISTENING.search(log.read_text(errors="replace"))
+        if found:
+            url = found.group(1)
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    return ServerProcess(process, url, log)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    process.kill()
+    process.wait(10)
+    raise RuntimeError(f"edgembed serve did not become healthy (exit {process.returncode}, listening on {url}):\n"
+                       + log.read_text(errors="replace")[-3000:])
