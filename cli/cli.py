@@ -11,7 +11,7 @@ from edgembed import __version__
 from edgembed.runtime.errors import EdgembedError, UsageError
 
 # Modules with an add_parsers(subparsers) function, in the order their commands are listed by --help.
-COMMAND_MODULES = ("edgembed.export.cli", "edgembed.runtime.commands", "edgembed.evaluation.cli")
+COMMAND_MODULES = ("edgembed.export.cli", "edgembed.runtime.commands", "edgembed.evaluation.cli", "edgembed.jobs.cli")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
