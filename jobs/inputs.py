@@ -100,10 +100,15 @@ def scan(spec: InputSpec, shard_size: int) -> InputPlan:
 def read_shard(spec: InputSpec, plan: InputPlan, shard: int, shard_size: int) -> ShardRows:
     """The rows of shard `shard`, with bad rows set aside with their reason."""
     first = shard * shard_size
-    end = min(first + shard_size, plan.rows)
+    return read_range(spec, id_type=plan.id_type, offset=plan.offsets[shard], first=first,
+                      end=min(first + shard_size, plan.rows))
+
+
+def read_range(spec: InputSpec, *, id_type: str, offset: int, first: int, end: int) -> ShardRows:
+    """Rows `first` to `end` (excluded), starting at `offset` (a byte, or the row for Parquet)."""
     out = ShardRows(first, end)
     reader = {"text": _text_rows, "jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[spec.format]
-    for row, row_id, text, problem in reader(spec, plan, plan.offsets[shard], first, end):
+    for row, row_id, text, problem in reader(spec, id_type, offset, first, end):
         if problem is None:
             problem = text_problem(text)
         if problem is None:
@@ -150,7 +155,7 @@ def _scan_lines(path: Path, shard_size: int) -> tuple[int, tuple[int, ...]]:
     return lines, tuple(offset for offset in offsets if offset < position)
 
 
-def _text_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: int):
+def _text_rows(spec: InputSpec, id_type: str, offset: int, first: int, end: int):
     with open(spec.path, "rb") as handle:
         handle.seek(offset)
         for row in range(first, end):
@@ -184,7 +189,7 @@ def _jsonl_id_type(spec: InputSpec) -> str:
     return "string"
 
 
-def _jsonl_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: int):
+def _jsonl_rows(spec: InputSpec, id_type: str, offset: int, first: int, end: int):
     with open(spec.path, "rb") as handle:
         handle.seek(offset)
         for row in range(first, end):
@@ -202,10 +207,10 @@ def _jsonl_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: 
             if not isinstance(value, dict):
                 yield row, None, None, f"line {row + 1} is a JSON {type(value).__name__}, not an object"
                 continue
-            yield (row, *_fields(spec, plan, value, f"line {row + 1}", row))
+            yield (row, *_fields(spec, id_type, value, f"line {row + 1}", row))
 
 
-def _fields(spec: InputSpec, plan: InputPlan, record: dict, where: str, row: int) -> tuple:
+def _fields(spec: InputSpec, id_type: str, record: dict, where: str, row: int) -> tuple:
     """(id, text, problem) of a JSONL object or CSV record."""
     if spec.text_field not in record:
         return None, None, f"{where} has no field {spec.text_field!r} (--text-field)"
@@ -215,7 +220,7 @@ def _fields(spec: InputSpec, plan: InputPlan, record: dict, where: str, row: int
     if spec.id_field not in record:
         return None, None, f"{where} has no field {spec.id_field!r} (--id-field)"
     row_id = record[spec.id_field]
-    expected = int if plan.id_type == "int64" else str
+    expected = int if id_type == "int64" else str
     if isinstance(row_id, bool) or not isinstance(row_id, expected):
         return None, None, (f"{where}: id {row_id!r} is {type(row_id).__name__}; this file's ids are "
                             f"{expected.__name__} (the type of the first row's id)")
@@ -280,7 +285,7 @@ def _scan_csv(spec: InputSpec, shard_size: int) -> InputPlan:
     return InputPlan(rows, tuple(offsets), "string")
 
 
-def _csv_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: int):
+def _csv_rows(spec: InputSpec, id_type: str, offset: int, first: int, end: int):
     with open(spec.path, "rb") as handle:
         header, _ = _csv_header(spec, handle)
         lines = _OffsetLines(handle, offset)
@@ -291,7 +296,7 @@ def _csv_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: in
             if len(fields) != len(header):
                 yield row, None, None, f"{where} has {len(fields)} fields, the header {len(header)}"
                 continue
-            yield (row, *_fields(spec, plan, dict(zip(header, fields)), where, row))
+            yield (row, *_fields(spec, id_type, dict(zip(header, fields)), where, row))
 
 
 def _scan_parquet(spec: InputSpec, shard_size: int) -> InputPlan:
@@ -327,7 +332,7 @@ def _parquet_schema(spec: InputSpec):
     return schema, handle.metadata.num_rows
 
 
-def _parquet_rows(spec: InputSpec, plan: InputPlan, offset: int, first: int, end: int):
+def _parquet_rows(spec: InputSpec, id_type: str, offset: int, first: int, end: int):
     import pyarrow.parquet as pq
 
     handle = pq.ParquetFile(spec.path)

@@ -143,6 +143,7 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
     try:
         if pending and ray is not False:
+            _require("ray", "ray")
             from .ray_job import run_on_ray
 
             infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
