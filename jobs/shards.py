@@ -46,11 +46,27 @@ def shard_table(ids: list[object], vectors: np.ndarray, id_type: str, metadata: 
     """The Arrow table of a shard: id (int64 or string) and embedding (fixed-size list of float32)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dimension = vectors.shape[1]
-    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dimension)
-    schema = pa.schema([pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
+    values = pa.Array.from_buffers(pa.float32(), vectors.size, [None, pa.py_buffer(vectors.reshape(-1))])
+    embedding = pa.FixedSizeListArray.from_arrays(values, dimension)
+    id_array = _int64_array(ids) if id_type == "int64" else _string_array(ids)
+    schema = pa.schema([pa.field("id", id_array.type, nullable=False),
                         pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False)],
                        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
-    return pa.Table.from_arrays([pa.array(ids, schema.field("id").type), embedding], schema=schema)
+    return pa.Table.from_arrays([id_array, embedding], schema=schema)
+
+
+# Arrays built from buffers: pa.array() imports pandas when it is installed (half a second, once per process).
+def _int64_array(values: list[object]) -> pa.Array:
+    data = np.asarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def _string_array(values: list[object]) -> pa.Array:
+    encoded = [str(value).encode("utf-8") for value in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets),
+                                                             pa.py_buffer(b"".join(encoded))])
 
 
 def write_shard(directory: Path, shard: int, table: pa.Table) -> Path:
