@@ -37,8 +37,8 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=done, unit="text", unit_scale=True, dynamic_ncols=True,
-                             smoothing=0.1, file=self._stream, desc=label)
+            self._bar = tqdm(total=total, initial=done, unit=" texts", unit_scale=True, dynamic_ncols=True,
+                             smoothing=0.1, file=self._stream, desc=label, mininterval=0.5)
 
     @property
     def seconds(self) -> float:

@@ -237,6 +237,17 @@ def test_progress_lines_in_a_log(fast_export, texts, tmp_path):
     assert result.stdout == ""
 
 
+def test_progress_bar(model, texts, tmp_path):
+    import io
+
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts) + "\n")
+    stream = io.StringIO()
+    embed_file(model, source, tmp_path / "out", shard_size=500, progress="bar", stream=stream)
+    last = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert "2.50k/2.50k" in last and "texts/s" in last and "tokens/s" in last and "<00:00" in last, last
+
+
 def test_cli_errors_are_one_line(fast_export, tmp_path):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"txt": 1}\n')

@@ -119,6 +119,17 @@ def test_default_shapes_agree_within_float_rounding(local_ray, fast_export, corp
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
 
 
+def test_ray_resumes_a_single_box_job(local_ray, fast_export, corpus, tmp_path):
+    """Shards missing from a job (as after a kill) are the only ones Ray embeds; the result is the same."""
+    single_box(fast_export, corpus, tmp_path / "single", streams=1)
+    single_box(fast_export, corpus, tmp_path / "mixed", streams=1)
+    for shard in (2, 7, 11):
+        (tmp_path / "mixed" / f"part-{shard:06d}.parquet").unlink()
+    summary = on_ray(fast_export, corpus, tmp_path / "mixed", actors=2)
+    assert (summary.resumed_shards, summary.texts_this_run) == (9, 2999)  # shard 11 holds the null text
+    assert_same_output(tmp_path / "single", tmp_path / "mixed")
+
+
 def test_bad_row_error_comes_back_as_itself(local_ray, fast_export, corpus, tmp_path):
     model = Embedder.load(fast_export, variant="fp32", backend="onnxruntime")
     with pytest.raises(InputFileError, match="row 4321: line 4322 has no field 'text'"):
