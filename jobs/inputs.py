@@ -278,7 +278,8 @@ def _scan_csv(spec: InputSpec, shard_size: int) -> InputPlan:
                 break
             except csv.Error as exc:
                 raise InputFileError(f"INPUT {spec.path}: CSV record {rows} (line {reader.line_num + 1}) cannot "
-                                     f"be parsed ({exc}); the rest of the file cannot be trusted, fix it first") from None
+                                     f"be parsed ({exc}); the rest of the file cannot be trusted, fix it "
+                                     "first") from None
             if rows % shard_size == 0:
                 offsets.append(before)
             rows += 1

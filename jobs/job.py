@@ -83,8 +83,9 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     job runs in shards of `shard_size` rows, each written atomically: run it again with the same arguments
     after an interruption and it embeds only the missing shards. A different model, input or vector option
     is refused unless `overwrite`. `on_bad_row`: "error" stops at a bad row, naming it; "skip" leaves it out
-    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, batch sizes) and load options
-    (variant, backend, max_length, threads, streams, verify) are Embedder's. `progress`: None picks a bar on
+    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, batch sizes) are Embedder's; so
+    are the load options (variant, backend, max_length, threads, streams, verify), used when `model` is a
+    path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
     a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
     an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each;
     `ship_model` uploads the export with the job instead of reading it from the same path on every node.

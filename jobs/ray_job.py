@@ -14,9 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from .embedding import EmbedSettings
 from edgembed.runtime.errors import EdgembedError
 
+from .embedding import EmbedSettings
 from .errors import MissingExtraError, WorkerError
 from .inputs import InputPlan, InputSpec, ShardRows, read_range
 from .shard_work import check_bad_rows, finish_shard
