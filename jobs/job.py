@@ -245,11 +245,12 @@ def _prepare(target: Path, state: JobState, overwrite: bool, *, output_format: s
             old_execution = previous.get("execution", {})
             changed = [f"{name} {old_execution.get(name)} -> {value}" for name, value in
                        state.details["execution"].items()
-                       if name in ("batch_size", "max_batch_tokens", "streams") and old_execution.get(name) != value]
+                       if name in ("batch_size", "max_batch_tokens", "threads", "streams")
+                       and old_execution.get(name) != value]
             if changed:
-                print(f"{LABEL}: resuming with other batch options ({', '.join(changed)}): the new shards' "
-                      "vectors may differ from the old ones' within the variant's batch tolerance (q8)",
-                      file=stream)
+                print(f"{LABEL}: resuming with other batch options ({', '.join(changed)}): texts may share "
+                      "batches differently, so the new shards' vectors can differ slightly from an uninterrupted "
+                      "run's (float rounding; q8 within its batch tolerance)", file=stream)
         elif any(directory.iterdir()):
             raise JobStateError(f"{directory} holds shards but no _job.json; pass --overwrite to start over")
     directory.mkdir(parents=True, exist_ok=True)
