@@ -1,0 +1,67 @@
+"""Embedding one shard's texts, in chunks of CHUNK_ROWS rows: the same grouping on one box and on Ray, so both
+give the same vectors (q8 vectors depend on which texts share a batch)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# Rows per tokenize/embed call. The runtime sorts a call's texts by length before batching, so larger calls pad
+# less; 1024 rows keep that gain and let progress move every second or two.
+CHUNK_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """The encode options a job passes through. The first six decide the vectors; the last two only the speed
+    (and, for q8, which texts share a batch)."""
+
+    prompt_name: str | None = None
+    prompt: str | None = None
+    dim: int | None = None
+    normalize: bool | None = None
+    chunking: bool = False
+    chunk_overlap: int | None = None
+    batch_size: int = 32
+    max_batch_tokens: int = 16384
+
+    def vector_options(self) -> dict[str, object]:
+        options = asdict(self)
+        del options["batch_size"], options["max_batch_tokens"]
+        return options
+
+
+@dataclass
+class ShardVectors:
+    vectors: np.ndarray
+    tokens: int
+    truncated: int
+
+
+def embed_texts(model, texts: list[str], settings: EmbedSettings,
+                on_chunk: Callable[[int, int], None] | None = None) -> ShardVectors:
+    """Vectors of `texts` in order; `on_chunk(texts, tokens)` after every chunk (for progress)."""
+    parts, tokens, truncated = [], 0, 0
+    for start in range(0, len(texts), CHUNK_ROWS):
+        chunk = texts[start:start + CHUNK_ROWS]
+        if settings.chunking:
+            before = model.stats.tokens  # chunked texts are never cut; the runtime counts their window tokens
+            vectors = model.encode(chunk, batch_size=settings.batch_size, prompt_name=settings.prompt_name,
+                                   prompt=settings.prompt, normalize=settings.normalize, dim=settings.dim,
+                                   max_batch_tokens=settings.max_batch_tokens, chunking=True,
+                                   chunk_overlap=settings.chunk_overlap)
+            count, cut = model.stats.tokens - before, 0
+        else:
+            tokenized = model.tokenize(chunk, prompt_name=settings.prompt_name, prompt=settings.prompt)
+            vectors = model.embed(tokenized, batch_size=settings.batch_size,
+                                  max_batch_tokens=settings.max_batch_tokens, normalize=settings.normalize,
+                                  dim=settings.dim)
+            count, cut = tokenized.token_count, tokenized.truncated_count
+        parts.append(vectors)
+        tokens += count
+        truncated += cut
+        if on_chunk is not None:
+            on_chunk(len(chunk), count)
+    width = settings.dim or model.dimension
+    return ShardVectors(np.concatenate(parts) if parts else np.zeros((0, width), np.float32), tokens, truncated)

@@ -1,0 +1,273 @@
+"""embed_file: a corpus file in, embeddings out as Parquet shards (or one .npy), resumable, on one box or Ray."""
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+from edgembed import __version__
+from edgembed.runtime.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    check_bool,
+    check_positive_int,
+)
+
+from .embedding import EmbedSettings
+from .errors import JobStateError, MissingExtraError
+from .progress import DEFAULT_LOG_SECONDS, MODES, Progress, choose_mode
+from .shard_work import BAD_ROW_POLICIES, check_bad_rows, finish_shard
+from .state import JobState, check_same_job, input_fingerprint, model_fingerprint, read_state, write_atomically
+
+DEFAULT_SHARD_SIZE = 10_000
+OUTPUT_FORMATS = ("parquet", "npy")
+SKIPPED_FILE = "_skipped.jsonl"
+LABEL = "edgembed embed-file"
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """The whole job's counts (resumed shards included) and this run's time."""
+
+    output: str
+    rows: int
+    texts: int
+    skipped: int
+    tokens: int
+    truncated: int
+    shards: int
+    resumed_shards: int
+    texts_this_run: int
+    tokens_this_run: int
+    seconds: float
+    model_id: str
+    variant: str
+    backend: str
+    dimension: int
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.texts_this_run / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "texts_per_second": round(self.texts_per_second, 1)}
+
+    def line(self) -> str:
+        resumed = f", {self.resumed_shards} of {self.shards} shards done before" if self.resumed_shards else ""
+        skipped = f", {self.skipped:,} rows skipped" if self.skipped else ""
+        return (f"{self.texts:,} texts, {self.tokens:,} tokens, {self.truncated:,} truncated{skipped}; "
+                f"{self.texts_this_run:,} embedded in {self.seconds:.1f} s ({self.texts_per_second:,.0f} texts/s)"
+                f"{resumed} -> {self.output} ({self.variant} on {self.backend}, {self.dimension} dimensions)")
+
+
+def embed_file(model, input, output, *, input_format: str | None = None, text_field: str = "text",
+               id_field: str | None = None, output_format: str | None = None, prompt_name: str | None = None,
+               prompt: str | None = None, dim: int | None = None, normalize: bool | None = None,
+               chunking: bool = False, chunk_overlap: int | None = None, batch_size: int = 32,
+               max_batch_tokens: int = 16384, shard_size: int = DEFAULT_SHARD_SIZE, on_bad_row: str = "error",
+               overwrite: bool = False, variant: str | None = None, backend: str | None = None,
+               max_length: int | None = None, threads: int | None = None, streams: int | None = None,
+               verify: str = "size", progress: bool | str | None = None, log_every: float = DEFAULT_LOG_SECONDS,
+               stream: TextIO | None = None, ray: bool | str = False, actors: int | None = None,
+               cpus_per_actor: int = 1, ship_model: bool = False) -> JobSummary:
+    """Embed every text of `input` with `model` (an export directory or a loaded Embedder) into `output`.
+
+    `input`: text (one per line), JSONL, CSV or Parquet (by extension, or `input_format`); `text_field` and
+    `id_field` name the fields (ids default to row numbers from 0). `output`: a directory of Parquet shards
+    (id, embedding) plus `_job.json`, or a `.npy` matrix (`output_format`, default by the name's suffix). The
+    job runs in shards of `shard_size` rows, each written atomically: run it again with the same arguments
+    after an interruption and it embeds only the missing shards. A different model, input or vector option
+    is refused unless `overwrite`. `on_bad_row`: "error" stops at a bad row, naming it; "skip" leaves it out
+    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, batch sizes) are Embedder's; so
+    are the load options (variant, backend, max_length, threads, streams, verify), used when `model` is a
+    path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
+    a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
+    an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each;
+    `ship_model` uploads the export with the job instead of reading it from the same path on every node.
+    """
+    _require("pyarrow", "jobs")
+    from .inputs import input_spec, scan
+
+    settings = EmbedSettings(prompt_name, prompt, dim, normalize, check_bool("chunking", chunking), chunk_overlap,
+                             check_positive_int("batch_size", batch_size),
+                             check_positive_int("max_batch_tokens", max_batch_tokens))
+    check_positive_int("shard_size", shard_size)
+    check_bool("overwrite", overwrite)
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise InvalidArgumentError("on_bad_row", on_bad_row, " or ".join(map(repr, BAD_ROW_POLICIES)))
+    stream = stream or sys.stderr
+    mode = choose_mode(progress, stream)
+    if mode not in MODES:
+        raise InvalidArgumentError("progress", progress, "None, True, False or one of " + ", ".join(MODES))
+    if ray is not False and not isinstance(ray, (bool, str)):
+        raise InvalidTypeError("ray", ray, "False, True (local or RAY_ADDRESS) or a Ray address")
+    spec = input_spec(input, input_format=input_format, text_field=text_field, id_field=id_field)
+    target = _output_target(Path(output), output_format, id_field)
+    embedder = _load(model, variant=variant, backend=backend, max_length=max_length, threads=threads,
+                     streams=streams, verify=verify)
+    # Check the options on a real call before any file is touched (a bad prompt name or dim fails here).
+    from .embedding import embed_texts
+
+    embed_texts(embedder, ["check"], settings)
+    fingerprint = input_fingerprint(spec.path)
+    start = time.perf_counter()
+    plan = scan(spec, shard_size)
+    dimension = dim or embedder.dimension
+    state = JobState(
+        identity={"input": {"format": spec.format, "text_field": spec.text_field, "id_field": spec.id_field,
+                            **fingerprint},
+                  "model": model_fingerprint(embedder),
+                  "vectors": {**settings.vector_options(), "dimension": dimension, "shard_size": shard_size}},
+        details={"paths": {"input": str(spec.path.resolve()), "model": str(Path(embedder.directory).resolve()),
+                           "output": str(target.resolve())},
+                 "plan": {"rows": plan.rows, "shards": plan.shards, "id_type": plan.id_type},
+                 "execution": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
+                               "threads": threads, "streams": streams, "on_bad_row": on_bad_row,
+                               "ray": ray if ray is not True else "local or RAY_ADDRESS",
+                               "edgembed_version": __version__}})
+    directory = _prepare(target, state, overwrite, output_format=_kind(target, output_format), stream=stream)
+    from .shards import finished_shards, remove_temporary_files
+
+    remove_temporary_files(directory)
+    infos = finished_shards(directory, state.job_id)
+    pending = [shard for shard in range(plan.shards) if shard not in infos]
+    state.write(directory, "running")
+    metadata = {"job_id": state.job_id, "model_id": embedder.model_id, "variant": embedder.variant,
+                "backend": embedder.backend, "dimension": dimension, "prompt": settings.prompt,
+                "prompt_name": settings.prompt_name, "edgembed_version": __version__}
+    done_rows = sum(info.end_row - info.first_row for info in infos.values())
+    bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
+    try:
+        if pending and ray is not False:
+            _require("ray", "ray")
+            from .ray_job import run_on_ray
+
+            infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
+                                    settings=settings, embedder=embedder, metadata=metadata, directory=directory,
+                                    on_bad_row=on_bad_row, progress=bar, actors=actors,
+                                    cpus_per_actor=cpus_per_actor, streams=streams, ship_model=ship_model))
+        elif pending:
+            infos.update(_run_here(embedder, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
+                                   settings=settings, metadata=metadata, directory=directory,
+                                   on_bad_row=on_bad_row, progress=bar))
+    finally:
+        bar.close()
+    summary = JobSummary(
+        output=str(target), rows=plan.rows, texts=sum(i.texts for i in infos.values()),
+        skipped=sum(len(i.skipped) for i in infos.values()), tokens=sum(i.tokens for i in infos.values()),
+        truncated=sum(i.truncated for i in infos.values()), shards=plan.shards,
+        resumed_shards=plan.shards - len(pending), texts_this_run=bar.texts, tokens_this_run=bar.tokens,
+        seconds=time.perf_counter() - start, model_id=embedder.model_id, variant=embedder.variant,
+        backend=embedder.backend, dimension=dimension)
+    _finish(target, directory, state, infos, summary, _kind(target, output_format))
+    return summary
+
+
+def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, directory, on_bad_row, progress):
+    from .inputs import read_shard
+
+    infos = {}
+    for shard in pending:
+        rows = read_shard(spec, plan, shard, shard_size)
+        check_bad_rows(rows, on_bad_row, str(spec.path))
+        infos[shard] = finish_shard(embedder, rows, shard=shard, settings=settings, id_type=plan.id_type,
+                                    metadata=metadata, directory=directory,
+                                    on_chunk=lambda texts, tokens: progress.update(rows=texts, texts=texts,
+                                                                                   tokens=tokens))
+        progress.update(rows=(rows.end_row - rows.first_row) - len(rows.texts), texts=0, tokens=0)
+    return infos
+
+
+def _require(module: str, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, extra) from None
+
+
+def _load(model, **options):
+    from edgembed.runtime import Embedder
+
+    if isinstance(model, Embedder):
+        return model
+    if not isinstance(model, (str, Path)):
+        raise InvalidTypeError("model", model, "an export directory (str or Path) or an Embedder")
+    return Embedder.load(model, **options)
+
+
+def _kind(target: Path, output_format: str | None) -> str:
+    return output_format or ("npy" if target.suffix.lower() == ".npy" else "parquet")
+
+
+def _output_target(target: Path, output_format: str | None, id_field: str | None) -> Path:
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise InvalidArgumentError("output_format", output_format, " or ".join(map(repr, OUTPUT_FORMATS)))
+    if _kind(target, output_format) == "npy" and id_field is not None:
+        raise InvalidArgumentError("id_field", id_field, "no id field with a .npy output",
+                                   "a .npy holds only the matrix (rows in input order); write a Parquet "
+                                   "directory to keep ids")
+    return target
+
+
+def work_directory(target: Path, kind: str) -> Path:
+    """Where the shards go: VECTORS itself for Parquet, VECTORS.parts beside a .npy until it is assembled."""
+    return target if kind == "parquet" else target.with_name(target.name + ".parts")
+
+
+def _prepare(target: Path, state: JobState, overwrite: bool, *, output_format: str | None, stream) -> Path:
+    """The shard directory, ready: new, or holding this same job (resume), or cleared with `overwrite`."""
+    from .shards import is_job_file
+
+    kind = _kind(target, output_format)
+    directory = work_directory(target, kind)
+    if kind == "npy" and target.exists() and not directory.exists():
+        if not overwrite:
+            raise JobStateError(f"{target} exists; pass --overwrite to replace it")
+        target.with_name(target.name + ".skipped.jsonl").unlink(missing_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise JobStateError(f"{directory} exists and is not a directory")
+    if directory.is_dir():
+        foreign = sorted(p.name for p in directory.iterdir() if not is_job_file(p.name))
+        if foreign:
+            raise JobStateError(f"{directory} holds files that are not this job's ({', '.join(foreign[:5])}); "
+                                "write the vectors to a new or empty directory")
+        previous = read_state(directory) if not overwrite else None
+        if overwrite:
+            for path in directory.iterdir():
+                path.unlink()
+        elif previous is not None:
+            check_same_job(previous, state, directory)
+            old_execution = previous.get("execution", {})
+            changed = [f"{name} {old_execution.get(name)} -> {value}" for name, value in
+                       state.details["execution"].items()
+                       if name in ("batch_size", "max_batch_tokens", "threads", "streams")
+                       and old_execution.get(name) != value]
+            if changed:
+                print(f"{LABEL}: resuming with other batch options ({', '.join(changed)}): texts may share "
+                      "batches differently, so the new shards' vectors can differ slightly from an uninterrupted "
+                      "run's (float rounding; q8 within its batch tolerance)", file=stream)
+        elif any(directory.iterdir()):
+            raise JobStateError(f"{directory} holds shards but no _job.json; pass --overwrite to start over")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _finish(target: Path, directory: Path, state: JobState, infos, summary: JobSummary, kind: str) -> None:
+    """Write the skipped rows, the .npy if asked, and mark the job complete."""
+    skipped = [{"row": row, "reason": reason} for shard in sorted(infos) for row, reason in infos[shard].skipped]
+    skipped_path = directory / SKIPPED_FILE if kind == "parquet" else target.with_name(target.name + ".skipped.jsonl")
+    if skipped:
+        write_atomically(skipped_path, "".join(json.dumps(entry) + "\n" for entry in skipped).encode())
+    if kind == "npy":
+        from .shards import part_name, write_npy
+
+        write_npy([directory / part_name(shard) for shard in sorted(infos)], target, summary.dimension,
+                  summary.texts)
+        shutil.rmtree(directory)
+        return
+    state.write(directory, "complete", summary.to_dict())
