@@ -68,7 +68,7 @@ def test_plain_checkpoint_without_sentence_transformers_files(tmp_path):
     assert not (out / "modules.json").exists()
 
 
-def test_hub_id_goes_through_the_hub_cache(tiny_model_dir, tmp_path, monkeypatch):
+def test_hub_id_goes_through_the_hub_cache(tiny_model_dir, tmp_path, monkeypatch, request):
     """The real hub code path (huggingface_hub.snapshot_download), served offline from a cache we fill."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--tiny-embed"
@@ -78,13 +78,16 @@ def test_hub_id_goes_through_the_hub_cache(tiny_model_dir, tmp_path, monkeypatch
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as constants
+    from huggingface_hub.utils import reset_sessions
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # huggingface_hub caches its HTTP session, built offline now: later tests (the server's clients) need a new one
+    request.addfinalizer(reset_sessions)
     source = resolve("acme/tiny-embed", revision="main")
-    assert source.revision == commit and source.spec.prompts["query"] == "search_query: "
     with pytest.raises(ExportError, match="'acme/missing' is not a local directory and could not be fetched"):
         resolve("acme/missing")
+    assert source.revision == commit and source.spec.prompts["query"] == "search_query: "
 
 
 def test_revision_on_a_local_directory_is_refused(tiny_model_dir):

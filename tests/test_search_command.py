@@ -157,12 +157,16 @@ def test_bad_files(capsys, out, npy, tmp_path, fast_export, vectors):
     np.save(tmp_path / "wide.npy", np.zeros((3, 64), np.float32))
     code, _, stderr = run(capsys, str(out), str(tmp_path / "wide.npy"), "q")
     assert code == 2 and "64 components, more than the 32" in stderr
-    (tmp_path / "bad.parquet").write_text("not parquet")
-    code, _, stderr = run(capsys, str(out), str(tmp_path / "bad.parquet"), "q")
-    assert code == 1 and "cannot be read as Parquet" in stderr
     # an export without ranges: int8 says what to do instead
     code, _, stderr = run(capsys, str(fast_export), str(npy[0]), "q", "--precision", "int8")
     assert code == 2 and "records none" in stderr and "--precision float32" in stderr
+
+
+def test_a_file_that_is_not_parquet(capsys, out, tmp_path):
+    pytest.importorskip("pyarrow")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    code, _, stderr = run(capsys, str(out), str(tmp_path / "bad.parquet"), "q")
+    assert code == 1 and "cannot be read as Parquet" in stderr
 
 
 def test_a_parquet_directory(capsys, out, model, vectors, tmp_path):

@@ -91,8 +91,14 @@ def test_openai_unknown_model_is_404_in_openai_shape(server):
     assert error["code"] == "model_not_found" and error["param"] == "model" and SERVED in error["message"]
 
 
-def test_huggingface_inference_client(server, model):
+def test_huggingface_inference_client(server, model, monkeypatch):
+    import huggingface_hub.constants
     from huggingface_hub import InferenceClient
+    from huggingface_hub.utils import reset_sessions
+
+    # HF_HUB_OFFLINE (set on machines without hub access) blocks every URL, loopback included
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    reset_sessions()
 
     client = InferenceClient(base_url=server.url)  # posts TEI's body to POST /
     np.testing.assert_allclose(np.asarray(client.feature_extraction(TEXTS[0])).reshape(-1), model.encode(TEXTS[0]),
