@@ -95,7 +95,7 @@ RECIPES = [
            "you want the PyTorch model's numbers exactly"),
     Recipe("onnx", "fp16", "onnx/model_fp16.onnx", _onnx_fp16,
            "float16 weights and arithmetic; rotary tables, attention and RoPE kernels stay float32", 0.999,
-           "half the disk, the same vectors (ONNX Runtime runs it slower than fp32 on CPUs)"),
+           "half the disk, the same vectors (slower than fp32 on CPUs)"),
     Recipe("onnx", "q8", "onnx/model_quantized.onnx", _onnx_q8,
            "int8 MatMuls (export/q8_recipe.py): calibrated smoothing of outlier channels, GPTQ-rounded int8 weights "
            "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul); "
@@ -115,7 +115,7 @@ RECIPES = [
            "CPU serving: the default", precision_hint="bf16", portable=False),
     Recipe("openvino", "q8-static", "openvino/openvino_model_qint8_quantized.xml", _openvino("q8-static"),
            "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated", 0.97,
-           "the fastest on VNNI CPUs, if its measured fidelity is enough for you", precision_hint="f32",
+           "fastest on VNNI CPUs, if its fidelity suffices", precision_hint="f32",
            needs_calibration=True, portable=False),
     Recipe("openvino", "q4", "openvino/openvino_model_int4.xml", _openvino("q4"),
            "nncf.compress_weights INT4_SYM, group 32 (embeddings and last layer int8)", 0.9,
@@ -136,7 +136,7 @@ def markdown_table() -> str:
     def cell(recipe: Recipe | None) -> str:
         if recipe is None:
             return "-"
-        extra = "".join(f" (+ `{path}` for {family} CPUs)" for family, path in (recipe.alternates or {}).items())
+        extra = "".join(f" (+ `{path}`, {family})" for family, path in (recipe.alternates or {}).items())
         return f"`{recipe.file}`{extra}" + ("" if recipe.portable else " *")
 
     lines = ["| variant | ONNX Runtime file | OpenVINO file | pick it when |", "|---|---|---|---|"]
