@@ -320,7 +320,7 @@ def _faiss(threads: int):
 # --- report ------------------------------------------------------------------------------------------------
 
 def report(results: dict) -> str:
-    lines = ["# Compact vectors: quality and latency (preliminary: shared machine)", "",
+    lines = ["# Compact vectors: quality and latency", "",
              f"Command: `{results['command']}`", "",
              f"CPU: {results['cpu']} ({results['isa']}); {results['threads']} threads; load average "
              f"{results['load_before']} before, {results['load_after']} after; numpy {results['numpy']}, "
