@@ -59,8 +59,9 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
                             "(e.g. auto, ray://head:10001)")
     scale.add_argument("--actors", type=int, metavar="N",
                        help="actors in the pool (default: the cluster's CPUs // --cpus-per-actor)")
-    scale.add_argument("--cpus-per-actor", type=int, default=1, metavar="K",
-                       help="CPUs each actor reserves; its engine runs on that many threads (default 1)")
+    scale.add_argument("--cpus-per-actor", type=int, metavar="K",
+                       help="CPUs each actor reserves; its engine runs on that many threads (default 2 where "
+                            "every node has 2 or more, else 1)")
     scale.add_argument("--ship-model", action="store_true",
                        help="upload OUT with the job (runtime_env working_dir) instead of reading it from the same "
                             "path on every node")

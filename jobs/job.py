@@ -74,7 +74,7 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
                max_length: int | None = None, threads: int | None = None, streams: int | None = None,
                verify: str = "size", progress: bool | str | None = None, log_every: float = DEFAULT_LOG_SECONDS,
                stream: TextIO | None = None, ray: bool | str = False, actors: int | None = None,
-               cpus_per_actor: int = 1, ship_model: bool = False) -> JobSummary:
+               cpus_per_actor: int | None = None, ship_model: bool = False) -> JobSummary:
     """Embed every text of `input` with `model` (an export directory or a loaded Embedder) into `output`.
 
     `input`: text (one per line), JSONL, CSV or Parquet (by extension, or `input_format`); `text_field` and
@@ -87,7 +87,8 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     are the load options (variant, backend, max_length, threads, streams, verify), used when `model` is a
     path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
     a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
-    an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each;
+    an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each (default 2
+    where every node has 2 or more: one actor's two streams share one copy of the weights, docs/jobs.md);
     `ship_model` uploads the export with the job instead of reading it from the same path on every node.
     """
     _require("pyarrow", "jobs")

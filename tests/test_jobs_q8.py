@@ -52,7 +52,7 @@ def test_q8_on_ray_within_batch_tolerance(local_ray, tiny_export, corpus, tmp_pa
     single = Embedder.load(tiny_export, variant="q8", backend=backend, threads=2)  # two streams
     embed_file(single, corpus, tmp_path / "single", shard_size=500, progress=False)
     driver = Embedder.load(tiny_export, variant="q8", backend=backend, threads=1)
-    embed_file(driver, corpus, tmp_path / "ray", shard_size=500, progress=False, ray=True, actors=2)
+    embed_file(driver, corpus, tmp_path / "ray", shard_size=500, progress=False, ray=True, actors=2, cpus_per_actor=1)
     a, b = vectors(tmp_path / "single"), vectors(tmp_path / "ray")
     sims = cosines(a, b)
     report(f"q8/{backend} Ray 2x1 CPU vs single box (2 streams), 3000 texts: cosine min {sims.min():.6f}, "
