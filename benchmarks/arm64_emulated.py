@@ -189,15 +189,12 @@ def _lay_out_package(root: Path) -> Path:
 
 
 def _texts(kind: str, count: int) -> list[str]:
-    sys.path.insert(0, str(REPO))
-    if kind == "corpus":
-        from evaluation.corpus import evaluation_set
+    from edgembed.evaluation.corpus import documentation_paragraphs, evaluation_set
 
+    if kind == "corpus":
         return evaluation_set()[1][:count]
-    sys.path.insert(0, str(REPO / "tests"))
     from edgembed.export.synthetic import real_sentences
 
-    from evaluation.corpus import documentation_paragraphs
 
     long_ones = sorted(documentation_paragraphs(), key=len, reverse=True)[:4]  # past 256 tokens: truncated
     return real_sentences(40) + long_ones
