@@ -24,9 +24,13 @@ def add_export_dir(parser: argparse.ArgumentParser) -> None:
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """The Embedder.load options, shared by every command that loads an export."""
-    parser.add_argument("--variant", help="a variant OUT holds (fp32, fp16, q8, q8-static, q4), or auto: the fastest "
-                                          "faithful one (default: edgembed's order for this CPU)")
-    parser.add_argument("--backend", help="onnxruntime, openvino or auto (default: edgembed's order for this CPU)")
+    from .backends import BACKENDS
+    from .selection import ORDER
+
+    dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in ORDER["vnni"]))  # the table's names, in order
+    parser.add_argument("--variant", help=f"a variant OUT holds ({dtypes}), or auto: the fastest faithful one "
+                                          "(default: edgembed's order for this CPU)")
+    parser.add_argument("--backend", help=f"{', '.join(BACKENDS)} or auto (default: edgembed's order for this CPU)")
     parser.add_argument("--max-length", type=int, metavar="N", help="token limit per text (default: the manifest's)")
     parser.add_argument("--threads", type=int, metavar="N", help="inference threads (default: the physical cores)")
     parser.add_argument("--streams", type=int, metavar="N",

@@ -1,0 +1,23 @@
+"""Lists a user reads (CLI help, the README's variants table) come from the variant and backend tables."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgembed.export.variants import DTYPES, markdown_table
+from edgembed.runtime.backends import BACKENDS
+from edgembed.runtime.commands import add_load_options
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_load_help_names_every_variant_and_backend():
+    parser = argparse.ArgumentParser()
+    add_load_options(parser)
+    text = " ".join(parser.format_help().split())
+    for name in [*DTYPES, *BACKENDS]:
+        assert name in text, name
+
+
+def test_readme_variants_table_is_the_generated_one():
+    assert markdown_table() in README.read_text(), "paste `python -m edgembed.export.variants` into README.md"
