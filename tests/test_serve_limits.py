@@ -46,19 +46,22 @@ def test_api_key_and_environment_variables(export_dir, model, tmp_path):
     server = start_server(None, tmp_path / "serve.log", "--max-client-batch-size", "6", env=env)
     try:
         url = server.url
-        for path, body in (("/embed", {"inputs": "x"}), ("/v1/embeddings", {"input": "x"}), ("/tokenize",
-                                                                                            {"inputs": "x"})):
+        similarity = {"inputs": {"source_sentence": "x", "sentences": ["y"]}}
+        for method, path, body in (("POST", "/embed", {"inputs": "x"}), ("POST", "/", {"inputs": "x"}),
+                                   ("POST", "/v1/embeddings", {"input": "x"}), ("POST", "/embeddings", {"input": "x"}),
+                                   ("GET", "/v1/models", None), ("POST", "/tokenize", {"inputs": "x"}),
+                                   ("POST", "/similarity", similarity), ("GET", "/info", None)):
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-                response = httpx.post(url + path, json=body, headers=headers)
+                response = httpx.request(method, url + path, json=body, headers=headers)
                 assert response.status_code == 401, (path, headers, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
                 error = response.json()
-                if path.startswith("/v1/"):
-                    assert error["error"]["code"] == "invalid_api_key"
+                if "embeddings" in path or path == "/v1/models":
+                    assert error["error"]["code"] == "invalid_api_key", path
                 else:
-                    assert error["error_type"] == "unauthorized"
-        assert httpx.get(url + "/info").status_code == 401
+                    assert error["error_type"] == "unauthorized", path
         assert httpx.get(url + "/health").status_code == 200  # open, for probes
+        assert httpx.get(url + "/").status_code == 200  # TEI's health check at the root, open too
         assert "te_request_failure" in httpx.get(url + "/metrics").text  # open, for scrapers
 
         import openai
