@@ -244,3 +244,43 @@ def _environment() -> dict[str, str]:
     import os
 
     return {name: value for name, value in os.environ.items() if not name.startswith("EDGEMBED_")}
+
+
+class FailingEmbedder(Embedder):
+    """A real Embedder whose engine fails on the first batch it runs: as an engine that runs out of memory."""
+
+    failures = 1
+
+    def embed(self, tokens, **options):
+        if FailingEmbedder.failures:
+            FailingEmbedder.failures -= 1
+            raise RuntimeError("the engine ran out of memory")
+        return super().embed(tokens, **options)
+
+
+def test_an_engine_failure_is_424_in_each_shape_and_the_server_goes_on(export_dir, model):
+    from edgembed.serve.server import build_server
+    from edgembed.serve.settings import ServeSettings
+
+    failing = FailingEmbedder.load(export_dir, variant="fp32", backend="onnxruntime")
+    server = build_server(failing, ServeSettings(port=0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        failed = httpx.post(url + "/embed", json={"inputs": "first"}, timeout=60)
+        assert failed.status_code == 424, failed.text
+        assert failed.json()["error_type"] == "backend" and "ran out of memory" in failed.json()["error"]
+        FailingEmbedder.failures = 1
+        failed = httpx.post(url + "/v1/embeddings", json={"input": "first"}, timeout=60)
+        assert failed.status_code == 424 and "ran out of memory" in failed.json()["error"]["message"]
+        answer = httpx.post(url + "/embed", json={"inputs": "second"}, timeout=60)
+        assert answer.status_code == 200
+        np.testing.assert_allclose(answer.json()[0], model.encode("second"), atol=ATOL)
+        assert httpx.get(url + "/health").status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
