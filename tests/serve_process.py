@@ -4,13 +4,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import contextlib
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from edgembed.runtime import Embedder
 
 LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 
@@ -60,3 +65,35 @@ def start_server(model_dir: Path | None, log: Path, *args: str, env: dict[str, s
     process.wait(10)
     raise RuntimeError(f"edgembed serve did not become healthy (exit {process.returncode}, listening on {url}):\n"
                        + log.read_text(errors="replace")[-3000:])
+
+
+@contextlib.contextmanager
+def serve_in_thread(model: Embedder, **settings) -> Iterator[str]:
+    """The server app on a thread of this process (so a test can hand it a patched Embedder); yields its URL."""
+    from edgembed.serve.server import build_server
+    from edgembed.serve.settings import ServeSettings
+
+    server = build_server(model, ServeSettings(port=0, **settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+class FailingEmbedder(Embedder):
+    """A real Embedder whose engine fails on the next `failures` batches (one at first), as an engine that ran
+    out of memory."""
+
+    failures = 1
+
+    def embed(self, tokens, **options):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("the engine ran out of memory")
+        return super().embed(tokens, **options)

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fast_model import build_fast_export
-from serve_process import start_server
+from serve_process import FailingEmbedder, serve_in_thread, start_server
 
 from edgembed.runtime import Embedder
 
@@ -188,35 +188,24 @@ class GatedEmbedder(Embedder):
 
 
 def test_health_is_503_while_a_batch_hangs(export_dir, model):
-    from edgembed.serve.server import build_server
-    from edgembed.serve.settings import ServeSettings
-
     gated = GatedEmbedder.load(export_dir, variant="fp32", backend="onnxruntime")
-    server = build_server(gated, ServeSettings(port=0, health_timeout=0.3))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        assert httpx.get(url + "/health").status_code == 200
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(httpx.post, url + "/embed", json={"inputs": ["stuck", "batch"]}, timeout=60)
-            assert gated.entered.wait(10)
-            time.sleep(0.5)  # past the 0.3 s health timeout
-            response = httpx.get(url + "/health")
-            assert response.status_code == 503
-            assert response.json()["error_type"] == "unhealthy" and "hung" in response.json()["error"]
-            gated.gate.set()
-            answer = waiting.result(60)
-        assert answer.status_code == 200
-        np.testing.assert_allclose(answer.json(), model.encode(["stuck", "batch"]), atol=ATOL)
-        assert httpx.get(url + "/health").status_code == 200
+        with serve_in_thread(gated, health_timeout=0.3) as url:
+            assert httpx.get(url + "/health").status_code == 200
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(httpx.post, url + "/embed", json={"inputs": ["stuck", "batch"]}, timeout=60)
+                assert gated.entered.wait(10)
+                time.sleep(0.5)  # past the 0.3 s health timeout
+                response = httpx.get(url + "/health")
+                assert response.status_code == 503
+                assert response.json()["error_type"] == "unhealthy" and "hung" in response.json()["error"]
+                gated.gate.set()
+                answer = waiting.result(60)
+            assert answer.status_code == 200
+            np.testing.assert_allclose(answer.json(), model.encode(["stuck", "batch"]), atol=ATOL)
+            assert httpx.get(url + "/health").status_code == 200
     finally:
         gated.gate.set()
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_base_install_pulls_no_web_framework():
@@ -246,41 +235,16 @@ def _environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("EDGEMBED_")}
 
 
-class FailingEmbedder(Embedder):
-    """A real Embedder whose engine fails on the first batch it runs: as an engine that runs out of memory."""
-
-    failures = 1
-
-    def embed(self, tokens, **options):
-        if FailingEmbedder.failures:
-            FailingEmbedder.failures -= 1
-            raise RuntimeError("the engine ran out of memory")
-        return super().embed(tokens, **options)
-
-
 def test_an_engine_failure_is_424_in_each_shape_and_the_server_goes_on(export_dir, model):
-    from edgembed.serve.server import build_server
-    from edgembed.serve.settings import ServeSettings
-
     failing = FailingEmbedder.load(export_dir, variant="fp32", backend="onnxruntime")
-    server = build_server(failing, ServeSettings(port=0))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    with serve_in_thread(failing) as url:
         failed = httpx.post(url + "/embed", json={"inputs": "first"}, timeout=60)
         assert failed.status_code == 424, failed.text
         assert failed.json()["error_type"] == "backend" and "ran out of memory" in failed.json()["error"]
-        FailingEmbedder.failures = 1
+        failing.failures = 1
         failed = httpx.post(url + "/v1/embeddings", json={"input": "first"}, timeout=60)
         assert failed.status_code == 424 and "ran out of memory" in failed.json()["error"]["message"]
         answer = httpx.post(url + "/embed", json={"inputs": "second"}, timeout=60)
         assert answer.status_code == 200
         np.testing.assert_allclose(answer.json()[0], model.encode("second"), atol=ATOL)
         assert httpx.get(url + "/health").status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(30)
