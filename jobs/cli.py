@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEFAULT_SHARD_SIZE = 10_000  # kept in step with job.DEFAULT_SHARD_SIZE by a test; this module imports no pyarrow
 DEFAULT_LOG_SECONDS = 30.0
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # runtime.precision.PRECISIONS, checked by a test
 
 
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -21,7 +22,7 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("input", metavar="INPUT", type=Path, help="the texts: .txt (one per line), .jsonl, .csv, "
                         ".tsv or .parquet (other extensions are read as text)")
     parser.add_argument("-o", "--output", metavar="VECTORS", type=Path, required=True,
-                        help="a directory of Parquet shards, or a file ending in .npy for one float32 matrix")
+                        help="a directory of Parquet shards, or a file ending in .npy for one matrix")
     source = parser.add_argument_group("input")
     source.add_argument("--input-format", choices=("text", "jsonl", "csv", "parquet"),
                         help="override the format the extension implies")
@@ -38,6 +39,9 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     vectors.add_argument("--dim", type=int, help="keep the first DIM components (Matryoshka), then normalize")
     vectors.add_argument("--chunking", action="store_true",
                          help="embed texts longer than max-length as overlapping windows pooled together")
+    vectors.add_argument("--precision", choices=PRECISIONS, default="float32",
+                         help="float32 (default), or compact codes as sentence-transformers makes them: int8 / "
+                              "uint8 (the export's fixed ranges; 4x smaller), binary / ubinary (32x smaller)")
     vectors.add_argument("--batch-size", type=int, default=32, metavar="N")
     vectors.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N",
                          help="padded tokens per batch at most (default 16384)")
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     summary = embed_file(
         model, args.input, args.output, input_format=args.input_format, text_field=args.text_field,
         id_field=args.id_field, output_format=args.output_format, prompt_name=args.prompt_name,
-        prompt=args.prompt, dim=args.dim, chunking=args.chunking, batch_size=args.batch_size,
+        prompt=args.prompt, dim=args.dim, chunking=args.chunking, precision=args.precision, batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens, shard_size=args.shard_size, on_bad_row=args.on_bad_row,
         overwrite=args.overwrite, threads=args.threads, streams=args.streams,
         progress=None if args.progress == "auto" else args.progress, log_every=args.log_every, ray=args.ray,

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgembed.runtime.precision import CODE_DTYPES, code_width
+
 # Rows per tokenize/embed call. The runtime sorts a call's texts by length before batching, so larger calls pad
 # less; 1024 rows keep that gain and let progress move every second or two.
 CHUNK_ROWS = 1024
@@ -14,7 +16,7 @@ CHUNK_ROWS = 1024
 
 @dataclass(frozen=True)
 class EmbedSettings:
-    """The encode options a job passes through. The first six decide the vectors; the last two only the speed
+    """The encode options a job passes through. The first seven decide the vectors; the last two only the speed
     (and, for q8, which texts share a batch)."""
 
     prompt_name: str | None = None
@@ -23,6 +25,7 @@ class EmbedSettings:
     normalize: bool | None = None
     chunking: bool = False
     chunk_overlap: int | None = None
+    precision: str = "float32"
     batch_size: int = 32
     max_batch_tokens: int = 16384
 
@@ -50,18 +53,20 @@ def embed_texts(model, texts: list[str], settings: EmbedSettings,
             vectors = model.encode(chunk, batch_size=settings.batch_size, prompt_name=settings.prompt_name,
                                    prompt=settings.prompt, normalize=settings.normalize, dim=settings.dim,
                                    max_batch_tokens=settings.max_batch_tokens, chunking=True,
-                                   chunk_overlap=settings.chunk_overlap)
+                                   chunk_overlap=settings.chunk_overlap, precision=settings.precision)
             count, cut = model.stats.tokens - before, 0
         else:
             tokenized = model.tokenize(chunk, prompt_name=settings.prompt_name, prompt=settings.prompt)
             vectors = model.embed(tokenized, batch_size=settings.batch_size,
                                   max_batch_tokens=settings.max_batch_tokens, normalize=settings.normalize,
-                                  dim=settings.dim)
+                                  dim=settings.dim, precision=settings.precision)
             count, cut = tokenized.token_count, tokenized.truncated_count
         parts.append(vectors)
         tokens += count
         truncated += cut
         if on_chunk is not None:
             on_chunk(len(chunk), count)
-    width = settings.dim or model.dimension
-    return ShardVectors(np.concatenate(parts) if parts else np.zeros((0, width), np.float32), tokens, truncated)
+    if not parts:
+        width = code_width(settings.precision, settings.dim or model.dimension)
+        parts.append(np.zeros((0, width), CODE_DTYPES[settings.precision]))
+    return ShardVectors(np.concatenate(parts), tokens, truncated)

@@ -17,6 +17,7 @@ from edgembed.runtime.errors import (
     check_bool,
     check_positive_int,
 )
+from edgembed.runtime.precision import check_precision
 
 from .embedding import EmbedSettings
 from .errors import JobStateError, MissingExtraError
@@ -49,6 +50,7 @@ class JobSummary:
     variant: str
     backend: str
     dimension: int
+    precision: str = "float32"
 
     @property
     def texts_per_second(self) -> float:
@@ -60,15 +62,17 @@ class JobSummary:
     def line(self) -> str:
         resumed = f", {self.resumed_shards} of {self.shards} shards done before" if self.resumed_shards else ""
         skipped = f", {self.skipped:,} rows skipped" if self.skipped else ""
+        codes = f" as {self.precision} codes" if self.precision != "float32" else ""
         return (f"{self.texts:,} texts, {self.tokens:,} tokens, {self.truncated:,} truncated{skipped}; "
                 f"{self.texts_this_run:,} embedded in {self.seconds:.1f} s ({self.texts_per_second:,.0f} texts/s)"
-                f"{resumed} -> {self.output} ({self.variant} on {self.backend}, {self.dimension} dimensions)")
+                f"{resumed} -> {self.output} ({self.variant} on {self.backend}, {self.dimension} dimensions{codes})")
 
 
 def embed_file(model, input, output, *, input_format: str | None = None, text_field: str = "text",
                id_field: str | None = None, output_format: str | None = None, prompt_name: str | None = None,
                prompt: str | None = None, dim: int | None = None, normalize: bool | None = None,
-               chunking: bool = False, chunk_overlap: int | None = None, batch_size: int = 32,
+               chunking: bool = False, chunk_overlap: int | None = None, precision: str = "float32",
+               batch_size: int = 32,
                max_batch_tokens: int = 16384, shard_size: int = DEFAULT_SHARD_SIZE, on_bad_row: str = "error",
                overwrite: bool = False, variant: str | None = None, backend: str | None = None,
                max_length: int | None = None, threads: int | None = None, streams: int | None = None,
@@ -83,7 +87,9 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     job runs in shards of `shard_size` rows, each written atomically: run it again with the same arguments
     after an interruption and it embeds only the missing shards. A different model, input or vector option
     is refused unless `overwrite`. `on_bad_row`: "error" stops at a bad row, naming it; "skip" leaves it out
-    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, batch sizes) are Embedder's; so
+    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, precision, batch sizes) are Embedder's:
+    `precision` "int8"/"uint8"/"binary"/"ubinary" writes sentence-transformers' codes, with the export's fixed
+    ranges recorded in the file metadata; so
     are the load options (variant, backend, max_length, threads, streams, verify), used when `model` is a
     path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
     a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
@@ -94,9 +100,11 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     _require("pyarrow", "jobs")
     from .inputs import input_spec, scan
 
-    settings = EmbedSettings(prompt_name, prompt, dim, normalize, check_bool("chunking", chunking), chunk_overlap,
-                             check_positive_int("batch_size", batch_size),
-                             check_positive_int("max_batch_tokens", max_batch_tokens))
+    settings = EmbedSettings(prompt_name=prompt_name, prompt=prompt, dim=dim, normalize=normalize,
+                             chunking=check_bool("chunking", chunking), chunk_overlap=chunk_overlap,
+                             precision=check_precision(precision),
+                             batch_size=check_positive_int("batch_size", batch_size),
+                             max_batch_tokens=check_positive_int("max_batch_tokens", max_batch_tokens))
     check_positive_int("shard_size", shard_size)
     check_bool("overwrite", overwrite)
     if on_bad_row not in BAD_ROW_POLICIES:
@@ -111,7 +119,8 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     target = _output_target(Path(output), output_format, id_field)
     embedder = _load(model, variant=variant, backend=backend, max_length=max_length, threads=threads,
                      streams=streams, verify=verify)
-    # Check the options on a real call before any file is touched (a bad prompt name or dim fails here).
+    # Check the options on a real call before any file is touched (a bad prompt name or dim, or int8 without
+    # ranges for that dim, fails here).
     from .embedding import embed_texts
 
     embed_texts(embedder, ["check"], settings)
@@ -140,7 +149,8 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     state.write(directory, "running")
     metadata = {"job_id": state.job_id, "model_id": embedder.model_id, "variant": embedder.variant,
                 "backend": embedder.backend, "dimension": dimension, "prompt": settings.prompt,
-                "prompt_name": settings.prompt_name, "edgembed_version": __version__}
+                "prompt_name": settings.prompt_name, "edgembed_version": __version__,
+                **_precision_metadata(embedder, settings)}
     done_rows = sum(info.end_row - info.first_row for info in infos.values())
     bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
     try:
@@ -164,7 +174,7 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
         truncated=sum(i.truncated for i in infos.values()), shards=plan.shards,
         resumed_shards=plan.shards - len(pending), texts_this_run=bar.texts, tokens_this_run=bar.tokens,
         seconds=time.perf_counter() - start, model_id=embedder.model_id, variant=embedder.variant,
-        backend=embedder.backend, dimension=dimension)
+        backend=embedder.backend, dimension=dimension, precision=settings.precision)
     _finish(target, directory, state, infos, summary, _kind(target, output_format))
     return summary
 
@@ -182,6 +192,16 @@ def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, 
                                                                                    tokens=tokens))
         progress.update(rows=(rows.end_row - rows.first_row) - len(rows.texts), texts=0, tokens=0)
     return infos
+
+
+def _precision_metadata(embedder, settings: EmbedSettings) -> dict[str, object]:
+    """The precision, and for int8/uint8 the fixed ranges the codes were made with (to read them back)."""
+    from edgembed.runtime.precision import RANGED_PRECISIONS
+
+    if settings.precision not in RANGED_PRECISIONS:
+        return {"precision": settings.precision}
+    ranges = embedder.embedding_ranges(dim=settings.dim, normalize=settings.normalize)
+    return {"precision": settings.precision, "ranges": ranges.tolist()}
 
 
 def _require(module: str, extra: str):
@@ -265,10 +285,13 @@ def _finish(target: Path, directory: Path, state: JobState, infos, summary: JobS
     if skipped:
         write_atomically(skipped_path, "".join(json.dumps(entry) + "\n" for entry in skipped).encode())
     if kind == "npy":
+        from edgembed.runtime.precision import CODE_DTYPES, code_width
+
         from .shards import part_name, write_npy
 
-        write_npy([directory / part_name(shard) for shard in sorted(infos)], target, summary.dimension,
-                  summary.texts)
+        write_npy([directory / part_name(shard) for shard in sorted(infos)], target,
+                  code_width(summary.precision, summary.dimension), summary.texts,
+                  CODE_DTYPES[summary.precision])
         shutil.rmtree(directory)
         return
     state.write(directory, "complete", summary.to_dict())

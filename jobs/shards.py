@@ -1,8 +1,9 @@
 """Shard files: one Parquet file per shard (id, embedding), written to a temporary name and renamed.
 
 A shard file exists under its final name only when it is complete, so the files present are the finished
-shards. Each carries, in the Parquet file metadata under the key `edgembed`, the model id, variant, backend and
-dimension, the job id, its row range, its token counts and the rows it skipped.
+shards. Each carries, in the Parquet file metadata under the key `edgembed`, the model id, variant, backend,
+dimension and precision (with the int8/uint8 ranges), the job id, its row range, its token counts and the rows
+it skipped.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .errors import JobStateError
 from .state import sync_directory
 
 METADATA_KEY = b"edgembed"
+EMBEDDING_TYPES = {np.dtype(np.float32): pa.float32(), np.dtype(np.int8): pa.int8(), np.dtype(np.uint8): pa.uint8()}
 _PART = re.compile(r"part-(\d{6,})\.parquet")
 _TEMPORARY = re.compile(r"\.part-\d+\.parquet\.tmp-.*")
 
@@ -43,14 +45,19 @@ class ShardInfo:
 
 
 def shard_table(ids: list[object], vectors: np.ndarray, id_type: str, metadata: dict[str, object]) -> pa.Table:
-    """The Arrow table of a shard: id (int64 or string) and embedding (fixed-size list of float32)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dimension = vectors.shape[1]
-    values = pa.Array.from_buffers(pa.float32(), vectors.size, [None, pa.py_buffer(vectors.reshape(-1))])
-    embedding = pa.FixedSizeListArray.from_arrays(values, dimension)
+    """The Arrow table of a shard: id (int64 or string) and embedding (a fixed-size list of float32, or of the
+    int8/uint8 codes of a compact precision)."""
+    kind = np.dtype(vectors.dtype)
+    if kind not in EMBEDDING_TYPES:
+        raise TypeError(f"embeddings of {kind} have no Parquet type here; expected one of "
+                        f"{', '.join(map(str, EMBEDDING_TYPES))}")
+    vectors = np.ascontiguousarray(vectors)
+    width = vectors.shape[1]
+    values = pa.Array.from_buffers(EMBEDDING_TYPES[kind], vectors.size, [None, pa.py_buffer(vectors.reshape(-1))])
+    embedding = pa.FixedSizeListArray.from_arrays(values, width)
     id_array = _int64_array(ids) if id_type == "int64" else _string_array(ids)
     schema = pa.schema([pa.field("id", id_array.type, nullable=False),
-                        pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False)],
+                        pa.field("embedding", pa.list_(EMBEDDING_TYPES[kind], width), nullable=False)],
                        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
     return pa.Table.from_arrays([id_array, embedding], schema=schema)
 
@@ -127,15 +134,16 @@ def is_job_file(name: str) -> bool:
         or name.startswith("._job.json.tmp-") or name.startswith("._skipped.jsonl.tmp-")
 
 
-def write_npy(parts: list[Path], target: Path, dimension: int, rows: int) -> None:
-    """Concatenate the shards' embeddings, in order, into one .npy (written beside `target`, then renamed)."""
+def write_npy(parts: list[Path], target: Path, width: int, rows: int, dtype: np.dtype) -> None:
+    """Concatenate the shards' embeddings (`width` columns of `dtype`), in order, into one .npy (written beside
+    `target`, then renamed)."""
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        matrix = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(rows, dimension))
+        matrix = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=(rows, width))
         start = 0
         for path in parts:
             column = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
-            block = column.values.to_numpy(zero_copy_only=False).reshape(-1, dimension)
+            block = column.values.to_numpy(zero_copy_only=False).reshape(-1, width)
             matrix[start:start + len(block)] = block
             start += len(block)
         matrix.flush()

@@ -110,6 +110,12 @@ def as_ubinary(codes: np.ndarray, precision: str) -> np.ndarray:
     return (codes.astype(np.int16) + _INT8_SHIFT).astype(np.uint8)
 
 
+def code_width(precision: str, dim: int) -> int:
+    """Columns of the codes of `dim`-component vectors in `precision` (binary packs 8 components a byte)."""
+    check_precision(precision)
+    return -(-dim // 8) if precision in BINARY_PRECISIONS else dim
+
+
 def code_bytes(precision: str, dim: int) -> int:
     """Bytes one vector of `dim` components takes in `precision`."""
     check_precision(precision)

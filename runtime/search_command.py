@@ -11,11 +11,14 @@ from pathlib import Path
 from .commands import add_export_dir, add_load_options, load_embedder
 from .errors import InvalidArgumentError, MissingRangesError, ModelFileError, UsageError
 
-SEARCH_PRECISIONS = ("float32", "int8", "binary")
+SEARCH_PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # precision.PRECISIONS, checked by a test
+CODE_KINDS = {"int8": ("int8", "binary"), "uint8": ("uint8", "ubinary")}  # value type -> precisions it can hold
 OUTPUT_FORMATS = ("table", "json", "jsonl")
 # Schema metadata keys that may name the model and the variant of an embed-file output.
 MODEL_KEYS = ("edgembed.model_id", "edgembed.model", "model_id", "model")
 VARIANT_KEYS = ("edgembed.variant", "variant")
+PRECISION_KEYS = ("edgembed.precision", "precision")
+DIMENSION_KEYS = ("edgembed.dimension", "dimension")
 PYARROW_EXTRA = "jobs"
 
 
@@ -24,13 +27,15 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
         "search", help="exact top-k search of a vectors file (embed-file's Parquet, or .npy) for queries",
         description="Embed each QUERY with the model in OUT (its query prompt) and print the K best rows of "
                     "VECTORS: a Parquet file or directory written by 'edgembed embed-file' (id and embedding "
-                    "columns), or a .npy matrix with --texts for its labels.")
+                    "columns; float32 vectors or the codes of its --precision), or a .npy matrix with --texts for "
+                    "its labels.")
     add_export_dir(parser)
     parser.add_argument("vectors", metavar="VECTORS", type=Path, help="Parquet file or directory, or a .npy file")
     parser.add_argument("texts", nargs="+", metavar="QUERY", help="query texts")
     parser.add_argument("-k", "--top-k", type=int, default=10, metavar="K", help="rows per query (default: 10)")
-    parser.add_argument("--precision", default="float32", metavar="P",
-                        help="search the vectors as float32 (default), int8 (the model's fixed ranges) or binary")
+    parser.add_argument("--precision", metavar="P",
+                        help="search float vectors as float32 (default), int8 / uint8 (the model's fixed ranges) "
+                             "or binary / ubinary; a file of codes is searched in its own precision")
     parser.add_argument("--rescore", action="store_true",
                         help="re-rank a shortlist of K x --rescore-multiplier rows with the float query against "
                              "int8 vectors (binary) or the float vectors (int8)")
@@ -74,13 +79,15 @@ def run_search(args: argparse.Namespace) -> int:
     model = load_embedder(args)
     header = _read_header(args)
     _check_model(header, model, args.force)
+    args.precision = _choose_precision(args, header)
     dim = header["dim"]
     if dim > model.dimension:
         raise UsageError(f"{args.vectors} holds vectors of {dim} components, more than the {model.dimension} "
                          f"of the model in {args.model_dir}: they were not made by it")
     cut = None if dim == model.dimension else dim
-    ranges = None
-    if args.precision == "int8" or args.rescore:
+    binary = args.precision in ("binary", "ubinary")
+    ranges = header["ranges"]
+    if ranges is None and (args.precision in ("int8", "uint8") or args.rescore):
         try:
             ranges = model.embedding_ranges(dim=cut)
         except MissingRangesError as exc:
@@ -88,17 +95,17 @@ def run_search(args: argparse.Namespace) -> int:
                                      "--precision float32, or binary without --rescore") from None
 
     def convert(block: np.ndarray):
-        if args.precision == "float32":
+        if args.precision == "float32" or header["stored"] != "float32":
             return block, None
         codes = quantize(block, args.precision, ranges=ranges)
         if not args.rescore:
             return codes, None
-        return codes, (quantize(block, "int8", ranges=ranges) if args.precision == "binary" else block)
+        return codes, (quantize(block, "int8", ranges=ranges) if binary else block)
 
     vectors = _read_vectors(args, header, convert)
     queries = model.encode_query(args.texts, dim=cut)
     hits = search(queries, vectors.corpus, k=args.top_k, precision=args.precision, ranges=ranges,
-                  rescore=vectors.rescore, rescore_precision="int8" if args.precision == "binary" else "float32",
+                  rescore=vectors.rescore, rescore_precision="int8" if binary else "float32",
                   rescore_multiplier=args.rescore_multiplier)
     texts = _hit_texts(args, vectors, hits.indices)
     _print(args, vectors, hits, texts)
@@ -106,7 +113,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.precision not in SEARCH_PRECISIONS:
+    if args.precision is not None and args.precision not in SEARCH_PRECISIONS:
         raise InvalidArgumentError("--precision", args.precision, " or ".join(SEARCH_PRECISIONS))
     if args.output_format not in OUTPUT_FORMATS:
         raise InvalidArgumentError("--format", args.output_format, " or ".join(OUTPUT_FORMATS))
@@ -114,8 +121,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("-k", args.top_k, "an integer of at least 1")
     if args.rescore_multiplier < 1:
         raise InvalidArgumentError("--rescore-multiplier", args.rescore_multiplier, "an integer of at least 1")
-    if args.rescore and args.precision == "float32":
-        raise UsageError("--rescore re-ranks an int8 or binary search: add --precision int8 or binary")
     if not args.vectors.exists():
         raise UsageError(f"{args.vectors}: no such file or directory")
     if _is_npy(args.vectors) and args.labels is None:
@@ -128,7 +133,7 @@ def _is_npy(path: Path) -> bool:
 
 
 def _read_header(args: argparse.Namespace) -> dict:
-    """Rows, dim and the recorded model of VECTORS, without reading its vectors."""
+    """Rows, dim, value type and the recorded model and precision of VECTORS, without reading its vectors."""
     if _is_npy(args.vectors):
         import numpy as np
 
@@ -136,35 +141,95 @@ def _read_header(args: argparse.Namespace) -> dict:
             matrix = np.load(args.vectors, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise ModelFileError(args.vectors, f"cannot be read as a .npy matrix ({exc})") from None
-        if matrix.ndim != 2 or matrix.dtype.kind != "f":
+        kind = _value_kind(str(matrix.dtype) if matrix.dtype.kind != "f" else "float")
+        if matrix.ndim != 2 or kind is None:
             raise ModelFileError(args.vectors, f"holds a {matrix.dtype} array of shape {matrix.shape}; expected "
-                                               "float vectors (rows, dim)")
-        return {"rows": matrix.shape[0], "dim": matrix.shape[1], "model_id": None, "variant": None}
+                                               "float vectors or int8/uint8 codes (rows, columns)")
+        return _header(args, rows=matrix.shape[0], width=matrix.shape[1], kind=kind, metadata={})
     dataset = _parquet_dataset(args.vectors)
     schema = dataset.schema
     if args.embedding_column not in schema.names:
         raise ModelFileError(args.vectors, f"has no column {args.embedding_column!r} (columns: "
                                            f"{', '.join(schema.names)}); name it with --embedding-column")
-    kind = schema.field(args.embedding_column).type
-    size = getattr(kind, "list_size", None)
-    if size is None:
-        raise ModelFileError(args.vectors, f"column {args.embedding_column!r} is {kind}, not a fixed-size list "
-                                           "of floats as embed-file writes")
+    column_type = schema.field(args.embedding_column).type
+    size = getattr(column_type, "list_size", None)
+    value = str(column_type.value_type) if size is not None else ""
+    kind = _value_kind("float" if value in ("halffloat", "float", "double") else value)
+    if size is None or kind is None:
+        raise ModelFileError(args.vectors, f"column {args.embedding_column!r} is {column_type}, not a fixed-size "
+                                           "list of floats or int8/uint8 codes as embed-file writes")
     metadata = {key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
                 for key, value in (schema.metadata or {}).items()}
-    return {"rows": dataset.count_rows(), "dim": size, "model_id": _first(metadata, MODEL_KEYS),
-            "variant": _first(metadata, VARIANT_KEYS), "dataset": dataset}
+    return {**_header(args, rows=dataset.count_rows(), width=size, kind=kind, metadata=metadata),
+            "dataset": dataset}
+
+
+def _value_kind(name: str) -> str | None:
+    return name if name in ("float", *CODE_KINDS) else None
+
+
+def _header(args: argparse.Namespace, *, rows: int, width: int, kind: str, metadata: dict[str, str]) -> dict:
+    stored = "float32" if kind == "float" else _first(metadata, PRECISION_KEYS)
+    if stored is not None and stored not in (("float32",) if kind == "float" else CODE_KINDS[kind]):
+        raise ModelFileError(args.vectors, f"says it holds {stored} vectors, but its values are {kind}")
+    recorded_dim = _first(metadata, DIMENSION_KEYS)
+    binary = (stored or args.precision) in ("binary", "ubinary")
+    dim = int(recorded_dim) if binary and recorded_dim else width * 8 if binary else width
+    ranges = _edgembed_metadata(metadata).get("ranges")
+    return {"rows": rows, "width": width, "dim": dim, "kind": kind, "stored": stored,
+            "ranges": None if ranges is None else _ranges(args, ranges, dim), "model_id": _first(metadata, MODEL_KEYS),
+            "variant": _first(metadata, VARIANT_KEYS)}
+
+
+def _ranges(args: argparse.Namespace, ranges: object, dim: int):
+    import numpy as np
+
+    from .precision import check_ranges
+
+    try:
+        return check_ranges(np.asarray(ranges, dtype=np.float32), dim)
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(args.vectors, f"records int8 ranges that cannot be used ({exc})") from None
+
+
+def _choose_precision(args: argparse.Namespace, header: dict) -> str:
+    """The precision to search in: the file's own for codes, the asked one (default float32) for float vectors."""
+    stored, asked, kind = header["stored"], args.precision, header["kind"]
+    if kind == "float":
+        chosen = asked or "float32"
+    elif stored is None:
+        if asked not in CODE_KINDS[kind]:
+            options = " or ".join(f"--precision {option}" for option in CODE_KINDS[kind])
+            raise UsageError(f"{args.vectors} holds {kind} codes with no record of their precision; say which "
+                             f"they are with {options}")
+        chosen = asked
+    elif asked not in (None, stored):
+        raise UsageError(f"{args.vectors} holds {stored} codes (embed-file --precision {stored}), which can only "
+                         f"be searched as {stored}: drop --precision {asked}, or write float32 vectors with "
+                         f"embed-file to search them as {asked}")
+    else:
+        chosen = stored
+    if args.rescore and chosen == "float32":
+        raise UsageError("--rescore re-ranks an int8 or binary search: add --precision int8 or binary")
+    if args.rescore and kind != "float":
+        raise UsageError(f"--rescore scores a shortlist with float32 (or int8) vectors of the same rows, and "
+                         f"{args.vectors} holds only {chosen} codes: search without --rescore, or write float32 "
+                         f"vectors with embed-file and search them with --precision {chosen} --rescore")
+    return chosen
+
+
+def _edgembed_metadata(metadata: dict[str, str]) -> dict:
+    """The JSON object embed-file stores under the schema metadata key "edgembed" ({} when absent or not one)."""
+    try:
+        value = json.loads(metadata.get("edgembed", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _first(metadata: dict[str, str], keys: tuple[str, ...]) -> str | None:
     """The first of `keys` in the schema metadata, also inside a JSON object stored under "edgembed"."""
-    nested = {}
-    if "edgembed" in metadata:
-        try:
-            value = json.loads(metadata["edgembed"])
-            nested = value if isinstance(value, dict) else {}
-        except json.JSONDecodeError:
-            nested = {}
+    nested = _edgembed_metadata(metadata)
     for key in keys:
         for source in (metadata, nested, {f"edgembed.{k}": v for k, v in nested.items()}):
             if source.get(key):
@@ -201,10 +266,11 @@ def _read_vectors(args: argparse.Namespace, header: dict, convert) -> VectorsFil
     import numpy as np
 
     corpus, rescore, ids = [], [], None
+    dtype = np.float32 if header["kind"] == "float" else np.dtype(header["kind"])
     if "dataset" not in header:
         matrix = np.load(args.vectors, mmap_mode="r")
         for start in range(0, len(matrix), 65536):
-            block = np.asarray(matrix[start:start + 65536], dtype=np.float32)
+            block = np.asarray(matrix[start:start + 65536], dtype=dtype)
             codes, extra = convert(block)
             corpus.append(codes)
             rescore.append(extra)
@@ -218,15 +284,16 @@ def _read_vectors(args: argparse.Namespace, header: dict, convert) -> VectorsFil
             column = batch.column(args.embedding_column)
             if column.null_count:
                 raise ModelFileError(args.vectors, f"column {args.embedding_column!r} has empty (null) rows")
-            block = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            codes, extra = convert(block.reshape(len(batch), header["dim"]))
+            block = column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+            codes, extra = convert(block.reshape(len(batch), header["width"]))
             corpus.append(codes)
             rescore.append(extra)
             if ids is not None:
                 ids.extend(batch.column(args.id_column).to_pylist())
-    width = header["dim"] if args.precision != "binary" else -(-header["dim"] // 8)
-    dtype = {"float32": np.float32, "int8": np.int8, "binary": np.int8}[args.precision]
-    matrix = np.concatenate(corpus) if corpus else np.zeros((0, width), dtype)
+    from .precision import CODE_DTYPES, code_width
+
+    width = code_width(args.precision, header["dim"])
+    matrix = np.concatenate(corpus) if corpus else np.zeros((0, width), CODE_DTYPES[args.precision])
     extra = np.concatenate(rescore) if rescore and rescore[0] is not None else None
     return VectorsFile(path=args.vectors, rows=len(matrix), dim=header["dim"], corpus=matrix, rescore=extra,
                        ids=ids, model_id=header["model_id"], variant=header["variant"])

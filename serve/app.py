@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgembed import __version__
-from edgembed.runtime import Embedder, InputTooLongError, TokenizedTexts, UsageError, int8_path
+from edgembed.runtime import Embedder, InputTooLongError, MissingRangesError, TokenizedTexts, UsageError, int8_path
 
 from . import responses
 from .batcher import Batcher, Embedded
@@ -127,15 +127,30 @@ class Server:
             raise ApiError(f"Model is overloaded: {self.in_flight} requests in flight, the limit "
                            f"(--max-concurrent-requests) is {self.settings.max_concurrent_requests}; retry shortly",
                            OVERLOADED, headers={"Retry-After": "1"})
+        self._check_ranges(params)
         self.in_flight += 1
         try:
             start = time.perf_counter()
             tokens = await self._tokenize(params.texts, prompt_name=params.prompt_name, truncate=params.truncate)
             tokenization = time.perf_counter() - start
-            embedded = await self.batcher.embed(tokens, normalize=params.normalize, dim=params.dim)
+            embedded = await self.batcher.embed(tokens, normalize=params.normalize, dim=params.dim,
+                                                precision=params.precision)
         finally:
             self.in_flight -= 1
         return tokens, embedded, tokenization
+
+    def _check_ranges(self, params: EmbedRequest) -> None:
+        """int8/uint8 codes need the export's ranges at this dim: a 422 before the request is queued."""
+        if params.precision not in ("int8", "uint8"):
+            return
+        try:
+            self.model.embedding_ranges(dim=params.dim, normalize=params.normalize)
+        except MissingRangesError:
+            size = params.dim or self.model.dimension
+            raise ApiError(f"precision {params.precision!r} needs the int8 ranges measured at export for {size} "
+                           f"dimensions (normalize={params.normalize}), and this export has none there; ask for "
+                           "binary or float32, or serve an export made by this edgembed with that dimension in "
+                           "its --matryoshka-dims", VALIDATION, param="precision", code="no_ranges") from None
 
     async def _tokenize(self, texts: list[str], *, prompt_name: str | None, truncate: bool) -> TokenizedTexts:
         def run() -> TokenizedTexts:

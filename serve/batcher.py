@@ -36,6 +36,7 @@ class _Entry:
     tokens: TokenizedTexts
     normalize: bool | None
     dim: int | None
+    precision: str
     future: asyncio.Future
     queued_at: float
     longest: int
@@ -65,12 +66,14 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edgembed-batch")
         self._task = self._loop.create_task(self._run(), name="edgembed-batcher")
 
-    async def embed(self, tokens: TokenizedTexts, *, normalize: bool | None, dim: int | None) -> Embedded:
-        """Queue a request's texts and wait for their vectors (post-processed with its normalize and dim)."""
+    async def embed(self, tokens: TokenizedTexts, *, normalize: bool | None, dim: int | None,
+                    precision: str = "float32") -> Embedded:
+        """Queue a request's texts and wait for their vectors (post-processed with its normalize, dim and
+        precision)."""
         if self._closing or self._task is None or self._task.done():
             raise ApiError("the server is shutting down", BACKEND, status=503)
         future = self._loop.create_future()
-        self._queue.append(_Entry(tokens, normalize, dim, future, time.perf_counter(), max(tokens.lengths)))
+        self._queue.append(_Entry(tokens, normalize, dim, precision, future, time.perf_counter(), max(tokens.lengths)))
         self._metrics.set("te_queue_size", len(self._queue))
         self._wakeup.set()
         return await future
@@ -159,6 +162,7 @@ class Batcher:
         outputs, start = [], 0
         for entry in entries:
             stop = start + len(entry.tokens)
-            outputs.append(self._model.postprocess(vectors[start:stop], normalize=entry.normalize, dim=entry.dim))
+            outputs.append(self._model.postprocess(vectors[start:stop], normalize=entry.normalize, dim=entry.dim,
+                                                   precision=entry.precision))
             start = stop
         return outputs

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgembed.runtime.precision import PRECISIONS
+
 from .errors import EMPTY, ApiError
 from .settings import ServeSettings
 
@@ -23,6 +25,7 @@ class EmbedRequest:
     prompt_name: str | None = None
     normalize: bool | None = True
     dim: int | None = None
+    precision: str = "float32"  # an edgembed extension: sentence-transformers' compact codes
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,11 @@ def parse_openai(body: object, settings: ServeSettings, *, served_name: str, dim
                        param="encoding_format")
     texts, single = _texts(body.get("input"), "input", settings)
     dim = _dimensions(body.get("dimensions"), dimension)
-    return EmbedRequest(texts, single, settings.auto_truncate, None, True, dim), encoding_format
+    precision = _precision(body)
+    if precision != "float32" and encoding_format == "base64":
+        raise ApiError(f"precision {precision!r} answers with integer codes, and OpenAI clients decode base64 as "
+                       "float32; send encoding_format 'float' with it", param="encoding_format")
+    return EmbedRequest(texts, single, settings.auto_truncate, None, True, dim, precision), encoding_format
 
 
 def parse_tei_embed(body: object, settings: ServeSettings, *, dimension: int) -> EmbedRequest:
@@ -66,7 +73,7 @@ def parse_tei_embed(body: object, settings: ServeSettings, *, dimension: int) ->
     truncate = _truncation(body, settings)
     normalize = _bool(body, "normalize", True)
     return EmbedRequest(texts, single, truncate, _prompt_name(body), normalize,
-                        _dimensions(body.get("dimensions"), dimension))
+                        _dimensions(body.get("dimensions"), dimension), _precision(body))
 
 
 def parse_tokenize(body: object, settings: ServeSettings) -> TokenizeRequest:
@@ -133,6 +140,16 @@ def _dimensions(value: object, dimension: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= dimension:
         raise ApiError(f"dimensions must be an integer from 1 to {dimension} (the model's dimension), "
                        f"not {_show(value)}", param="dimensions")
+    return value
+
+
+def _precision(body: dict) -> str:
+    value = body.get("precision")
+    if value is None:
+        return "float32"
+    if value not in PRECISIONS:
+        raise ApiError(f"precision must be one of {', '.join(map(repr, PRECISIONS))} (sentence-transformers' "
+                       f"names), not {_show(value)}", param="precision")
     return value
 
 

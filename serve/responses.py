@@ -35,10 +35,10 @@ def openai_error(error: ApiError) -> bytes:
     return dumps({"error": {"message": error.message, "type": kind, "param": error.param, "code": code}})
 
 
-
 def openai_embeddings(vectors: np.ndarray, *, encoding_format: str, model: str, tokens: int) -> bytes:
-    """The OpenAI list of embeddings; base64 is the little-endian float32 bytes, as the openai client decodes."""
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    """The OpenAI list of embeddings; base64 is the little-endian float32 bytes, as the openai client decodes.
+    Integer codes (the precision extension) go out as lists of integers."""
+    vectors = _wire_array(vectors)
     if encoding_format == "base64":
         rows = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
     else:
@@ -49,8 +49,12 @@ def openai_embeddings(vectors: np.ndarray, *, encoding_format: str, model: str, 
 
 
 def tei_embeddings(vectors: np.ndarray) -> bytes:
-    """TEI's /embed answer: a list of vectors, one per input, also for a single string."""
-    return dumps(np.ascontiguousarray(vectors, dtype=np.float32))
+    """TEI's /embed answer: a list of vectors (or integer codes), one per input, also for a single string."""
+    return dumps(_wire_array(vectors))
+
+
+def _wire_array(vectors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vectors, dtype="<f4" if vectors.dtype.kind == "f" else None)
 
 
 def tokens(encodings: list[Encoding], texts: list[str], *, add_special_tokens: bool) -> bytes:

@@ -21,3 +21,12 @@ def test_load_help_names_every_variant_and_backend():
 
 def test_readme_variants_table_is_the_generated_one():
     assert markdown_table() in README.read_text(), "paste `python -m edgembed.export.variants` into README.md"
+
+
+def test_precision_lists_of_light_modules_are_the_runtimes():
+    # the CLI parsers keep their own copy so that `--help` imports no numpy
+    from edgembed.jobs import cli
+    from edgembed.runtime.precision import PRECISIONS
+    from edgembed.runtime.search_command import SEARCH_PRECISIONS
+
+    assert cli.PRECISIONS == SEARCH_PRECISIONS == PRECISIONS

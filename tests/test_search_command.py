@@ -127,6 +127,68 @@ def test_a_matryoshka_file_is_searched_at_its_dim(capsys, out, model, tmp_path):
     assert [h["row"] for h in json.loads(stdout)["results"][0]["hits"]] == expected.tolist()
 
 
+def write_codes(path: Path, codes: np.ndarray, metadata: dict[bytes, bytes]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    values = pa.array(codes.ravel(), type=pa.from_numpy_dtype(codes.dtype))
+    table = pa.table({"id": [f"doc-{i}" for i in range(len(codes))],
+                      "embedding": pa.FixedSizeListArray.from_arrays(values, codes.shape[1])})
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    return path
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_a_file_of_codes_is_searched_in_its_precision(capsys, out, model, tmp_path, precision):
+    codes = model.encode_document(DOCUMENTS, precision=precision)
+    described = {b"edgembed": json.dumps({"model_id": model.model_id, "dimension": 32, "precision": precision,
+                                          **({"ranges": model.embedding_ranges().tolist()}
+                                             if "int8" in precision else {})}).encode()}
+    path = write_codes(tmp_path / "codes.parquet", codes, described)
+    code, stdout, _ = run(capsys, str(out), str(path), *QUERIES, "-k", "4", "--format", "json")
+    assert code == 0
+    payload = json.loads(stdout)
+    expected = search(model.encode_query(QUERIES), codes, k=4, precision=precision,
+                      ranges=model.embedding_ranges()).indices
+    assert payload["precision"] == precision
+    assert [[h["row"] for h in r["hits"]] for r in payload["results"]] == expected.tolist()
+
+
+def test_codes_without_a_record_need_their_precision_named(capsys, out, model, tmp_path):
+    codes = model.encode_document(DOCUMENTS, precision="binary")
+    np.save(tmp_path / "codes.npy", codes)
+    code, _, stderr = run(capsys, str(out), str(tmp_path / "codes.npy"), "q")
+    assert code == 2 and "holds int8 codes with no record of their precision" in stderr
+    assert "--precision int8 or --precision binary" in stderr
+    code, stdout, _ = run(capsys, str(out), str(tmp_path / "codes.npy"), *QUERIES, "--precision", "binary",
+                          "-k", "3", "--format", "json")
+    assert code == 0
+    expected = search(model.encode_query(QUERIES), codes, k=3, precision="binary").indices
+    assert [[h["row"] for h in r["hits"]] for r in json.loads(stdout)["results"]] == expected.tolist()
+
+
+@pytest.mark.parametrize("words,message", [
+    (["--precision", "float32"], "holds int8 codes (embed-file --precision int8), which can only be searched as "
+                                 "int8: drop --precision float32"),
+    (["--precision", "binary"], "drop --precision binary, or write float32 vectors"),
+    (["--rescore"], "holds only int8 codes: search without --rescore"),
+])
+def test_a_file_of_codes_refuses_other_precisions_and_rescoring(capsys, out, model, tmp_path, words, message):
+    codes = model.encode_document(DOCUMENTS, precision="int8")
+    described = {b"edgembed": json.dumps({"model_id": model.model_id, "precision": "int8"}).encode()}
+    path = write_codes(tmp_path / "codes.parquet", codes, described)
+    code, _, stderr = run(capsys, str(out), str(path), "q", *words)
+    assert code == 2 and message in stderr, stderr
+
+
+def test_a_file_whose_record_contradicts_its_values_is_refused(capsys, out, model, tmp_path):
+    codes = model.encode_document(DOCUMENTS, precision="uint8")
+    described = {b"edgembed": json.dumps({"model_id": model.model_id, "precision": "int8"}).encode()}
+    path = write_codes(tmp_path / "codes.parquet", codes, described)
+    code, _, stderr = run(capsys, str(out), str(path), "q")
+    assert code == 1 and "says it holds int8 vectors, but its values are uint8" in stderr
+
+
 def test_a_file_of_another_model_is_refused_unless_forced(capsys, out, vectors, tmp_path):
     path = write_parquet(tmp_path / "other.parquet", vectors, "someone/else")
     code, _, stderr = run(capsys, str(out), str(path), "query")
@@ -138,7 +200,7 @@ def test_a_file_of_another_model_is_refused_unless_forced(capsys, out, vectors, 
 
 
 @pytest.mark.parametrize("words,message", [
-    (["--precision", "int4"], "--precision='int4' is not valid: expected float32 or int8 or binary"),
+    (["--precision", "int4"], "--precision='int4' is not valid: expected float32 or int8 or uint8 or binary or ubinary"),
     (["--rescore"], "--rescore re-ranks an int8 or binary search"),
     (["-k", "0"], "-k=0 is not valid"),
     (["--format", "xml"], "--format='xml' is not valid"),
