@@ -108,6 +108,15 @@ def test_one_actor_of_two_cpus_equals_the_default_single_box(local_ray, fast_exp
     assert_same_output(tmp_path / "single", tmp_path / "ray")
 
 
+def test_codes_on_ray_equal_the_single_box(local_ray, fast_export, corpus, tmp_path):
+    """precision travels with the job's settings: the actors write the single box's binary codes and metadata."""
+    single_box(fast_export, corpus, tmp_path / "single", threads=2, precision="binary")
+    on_ray(fast_export, corpus, tmp_path / "ray", actors=1, cpus_per_actor=2, precision="binary")
+    assert_same_output(tmp_path / "single", tmp_path / "ray")
+    column = pq.read_schema(tmp_path / "ray" / "part-000000.parquet").field("embedding").type
+    assert (str(column.value_type), column.list_size) == ("int8", 4)
+
+
 def test_actors_default_to_two_cpus_on_nodes_that_have_them(local_ray):
     """One actor's two streams share one copy of the weights; two one-CPU actors each hold their own."""
     from edgembed.jobs.ray_job import _default_cpus_per_actor
