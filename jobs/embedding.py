@@ -1,5 +1,5 @@
-"""Embedding one shard's texts, in chunks of CHUNK_ROWS rows: the same grouping on one box and on Ray, so both
-give the same vectors (q8 vectors depend on which texts share a batch)."""
+"""Embedding one shard's texts, in chunks of about CHUNK_CHARACTERS characters: the same grouping on one box and
+on Ray, so both give the same vectors (q8 vectors depend on which texts share a batch)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,9 +9,10 @@ import numpy as np
 
 from edgembed.runtime.precision import CODE_DTYPES, code_width
 
-# Rows per tokenize/embed call. The runtime sorts a call's texts by length before batching, so larger calls pad
-# less; 1024 rows keep that gain and let progress move every second or two.
-CHUNK_ROWS = 1024
+# Characters per tokenize/embed call. The runtime sorts a call's texts by length before batching, so larger calls
+# pad less and leave a stream idle at their end less often; tokenized text holds about 200 bytes per token, so
+# this keeps a call's tokens near 100 MB. Progress moves per batch, whatever the chunk.
+CHUNK_CHARACTERS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,10 @@ class ShardVectors:
 
 def embed_texts(model, texts: list[str], settings: EmbedSettings,
                 on_chunk: Callable[[int, int], None] | None = None) -> ShardVectors:
-    """Vectors of `texts` in order; `on_chunk(texts, tokens)` after every chunk (for progress)."""
+    """Vectors of `texts` in order; `on_chunk(texts, tokens)` as they are embedded (for progress)."""
     parts, tokens, truncated = [], 0, 0
-    for start in range(0, len(texts), CHUNK_ROWS):
-        chunk = texts[start:start + CHUNK_ROWS]
+    for start, stop in chunk_bounds(texts):
+        chunk = texts[start:stop]
         if settings.chunking:
             before = model.stats.tokens  # chunked texts are never cut; the runtime counts their window tokens
             vectors = model.encode(chunk, batch_size=settings.batch_size, prompt_name=settings.prompt_name,
@@ -55,18 +56,31 @@ def embed_texts(model, texts: list[str], settings: EmbedSettings,
                                    max_batch_tokens=settings.max_batch_tokens, chunking=True,
                                    chunk_overlap=settings.chunk_overlap, precision=settings.precision)
             count, cut = model.stats.tokens - before, 0
+            if on_chunk is not None:
+                on_chunk(len(chunk), count)
         else:
             tokenized = model.tokenize(chunk, prompt_name=settings.prompt_name, prompt=settings.prompt)
             vectors = model.embed(tokenized, batch_size=settings.batch_size,
                                   max_batch_tokens=settings.max_batch_tokens, normalize=settings.normalize,
-                                  dim=settings.dim, precision=settings.precision)
+                                  dim=settings.dim, precision=settings.precision, on_batch=on_chunk)
             count, cut = tokenized.token_count, tokenized.truncated_count
         parts.append(vectors)
         tokens += count
         truncated += cut
-        if on_chunk is not None:
-            on_chunk(len(chunk), count)
     if not parts:
         width = code_width(settings.precision, settings.dim or model.dimension)
         parts.append(np.zeros((0, width), CODE_DTYPES[settings.precision]))
     return ShardVectors(np.concatenate(parts), tokens, truncated)
+
+
+def chunk_bounds(texts: list[str]) -> list[tuple[int, int]]:
+    """(start, stop) of each tokenize/embed call: consecutive rows, about CHUNK_CHARACTERS characters each."""
+    bounds, start, size = [], 0, 0
+    for index, text in enumerate(texts):
+        size += len(text) + 1
+        if size >= CHUNK_CHARACTERS:
+            bounds.append((start, index + 1))
+            start, size = index + 1, 0
+    if start < len(texts):
+        bounds.append((start, len(texts)))
+    return bounds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,15 +177,18 @@ class Embedder:
 
     def embed(self, tokens: TokenizedTexts, *, batch_size: int = 32, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
               normalize: bool | None = None, dim: int | None = None, precision: str = "float32",
-              ranges: np.ndarray | None = None) -> np.ndarray:
-        """Embed tokenized texts: shape (len(tokens), dim) in `precision` (see encode), in their order."""
+              ranges: np.ndarray | None = None, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Embed tokenized texts: shape (len(tokens), dim) in `precision` (see encode), in their order.
+        `on_batch(texts, tokens)` runs on the calling thread after each batch (for progress bars)."""
         if not isinstance(tokens, TokenizedTexts):
             raise InvalidTypeError("tokens", tokens, "the TokenizedTexts that Embedder.tokenize returns")
         check_positive_int("batch_size", batch_size)
         check_positive_int("max_batch_tokens", max_batch_tokens)
         self._check_postprocess(normalize, dim)
         self._output_ranges(normalize, dim, precision, ranges)
-        vectors = self._run(list(tokens.encodings), batch_size, max_batch_tokens)
+        if on_batch is not None and not callable(on_batch):
+            raise InvalidTypeError("on_batch", on_batch, "None or a function of (texts, tokens)")
+        vectors = self._run(list(tokens.encodings), batch_size, max_batch_tokens, on_batch)
         self._count(len(tokens), tokens.token_count, tokens.truncated_count)
         return self.postprocess(vectors, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
 
@@ -291,7 +294,8 @@ class Embedder:
         combined = combine_windows(vectors, owners, lengths, self.manifest.pooling, len(items))
         return self.postprocess(combined, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
 
-    def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int) -> np.ndarray:
+    def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int,
+             on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Pooled, unnormalized vectors of `encodings`, in their order."""
         lengths = [len(encoding.ids) for encoding in encodings]
         vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
@@ -301,14 +305,19 @@ class Embedder:
             vectors[rows] = pool(backend.run(self._feeds(backend, batch)), batch.attention_mask,
                                  self.manifest.pooling)
 
+        def report(rows: list[int]) -> None:
+            if on_batch is not None:
+                on_batch(len(rows), sum(lengths[row] for row in rows))
+
         streams = self._streams.count
         if streams > 1 and len(encodings) > 1:
             per_stream = -(-len(encodings) // streams)  # every stream gets a batch
             budget = max(1, min(max_batch_tokens // streams, STREAM_BATCH_TOKENS))
-            self._streams.map(embed_rows, plan_batches(lengths, min(batch_size, per_stream), budget))
+            self._streams.map(embed_rows, plan_batches(lengths, min(batch_size, per_stream), budget), report)
         else:
             for rows in plan_batches(lengths, batch_size, max_batch_tokens):
                 embed_rows(self._backend, rows)
+                report(rows)
         return vectors
 
     def _count(self, texts: int, tokens: int, truncated: int) -> None:

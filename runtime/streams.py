@@ -47,8 +47,10 @@ class Streams:
         self._workers_pid = 0  # a forked child has none of its parent's threads and starts its own
         self._lock = threading.Lock()
 
-    def map(self, work: Callable[[Backend, Item], None], items: Sequence[Item]) -> None:
-        """work(backend, item) for every item, `count` at a time; the first exception is raised here."""
+    def map(self, work: Callable[[Backend, Item], None], items: Sequence[Item],
+            on_done: Callable[[Item], None] | None = None) -> None:
+        """work(backend, item) for every item, `count` at a time; the first exception is raised here.
+        `on_done(item)` runs on the calling thread as items finish, in their order."""
         with self._lock:
             if self._backend is None:
                 self._backend = self._compile()
@@ -56,5 +58,6 @@ class Streams:
                 self._workers = ThreadPoolExecutor(self.count, thread_name_prefix="edgembed-stream")
                 self._workers_pid = os.getpid()
             backend, workers = self._backend, self._workers
-        for _ in workers.map(lambda item: work(backend, item), items):
-            pass
+        for item, _ in zip(items, workers.map(lambda item: work(backend, item), items)):
+            if on_done is not None:
+                on_done(item)

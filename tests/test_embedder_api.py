@@ -108,3 +108,21 @@ def test_the_compile_hook_sees_every_graph_compiled(fast_export):
 def test_describe_names_the_choice_and_the_cpu(model):
     text = model.describe()
     assert text.startswith("fp32 on onnxruntime (requested)") and "int8 path of this CPU:" in text
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_on_batch_reports_every_batch_on_the_calling_thread(fast_export, streams):
+    import threading
+
+    model = Embedder.load(fast_export, variant="fp32", backend="onnxruntime", threads=2, streams=streams)
+    texts = [f"text number {i} " + "word " * (i % 17) for i in range(150)]
+    tokens = model.tokenize(texts)
+    calls = []
+    vectors = model.embed(tokens, batch_size=16,
+                          on_batch=lambda count, used: calls.append((count, used, threading.get_ident())))
+    np.testing.assert_array_equal(vectors, model.embed(tokens, batch_size=16))
+    assert len(calls) >= 150 // 16
+    assert sum(c for c, _, _ in calls) == 150 and sum(t for _, t, _ in calls) == tokens.token_count
+    assert {thread for _, _, thread in calls} == {threading.get_ident()}
+    with pytest.raises(TypeError, match="on_batch"):
+        model.embed(tokens, on_batch="print")

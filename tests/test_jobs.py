@@ -46,12 +46,13 @@ def read_output(directory: Path) -> tuple[list, np.ndarray]:
 
 
 def encode_like_job(model, texts: list[str], shard_size: int, **options) -> np.ndarray:
-    """encode() on the groups the job embeds together (CHUNK_ROWS rows of a shard): its exact vectors. encode()
-    of all texts at once differs by float rounding (another padding per batch) for graphs that see padding."""
-    from edgembed.jobs.embedding import CHUNK_ROWS
+    """encode() on the groups the job embeds together (jobs.embedding.chunk_bounds of each shard): its exact
+    vectors. encode() of all texts at once differs by float rounding (another padding per batch) for graphs that
+    see padding."""
+    from edgembed.jobs.embedding import chunk_bounds
 
-    groups = [texts[s:s + shard_size][c:c + CHUNK_ROWS] for s in range(0, len(texts), shard_size)
-              for c in range(0, min(shard_size, len(texts) - s), CHUNK_ROWS)]
+    shards = [texts[s:s + shard_size] for s in range(0, len(texts), shard_size)]
+    groups = [shard[start:stop] for shard in shards for start, stop in chunk_bounds(shard)]
     return np.concatenate([model.encode(group, **options) for group in groups])
 
 
@@ -80,6 +81,29 @@ def test_text_file_matches_encode(model, texts, fast_export, tmp_path):
         "fast-test-model", "fp32", "onnxruntime", 32)
     assert meta["rows"] == [1000, 2000] and meta["texts"] == 1000
     assert json.loads((tmp_path / "vectors" / "_job.json").read_text())["status"] == "complete"
+
+
+def test_chunks_split_a_shard_by_characters(model, texts, tmp_path, monkeypatch):
+    from edgembed.jobs import embedding
+
+    monkeypatch.setattr(embedding, "CHUNK_CHARACTERS", 20_000)
+    bounds = embedding.chunk_bounds(texts[:1000])
+    assert len(bounds) > 2 and bounds[0][0] == 0 and bounds[-1][1] == 1000
+    assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+    assert all(sum(len(t) + 1 for t in texts[a:b - 1]) < 20_000 for a, b in bounds)
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts[:1000]) + "\n", encoding="utf-8")
+    updates = []
+
+    def on_chunk(count: int, tokens: int) -> None:
+        updates.append((count, tokens))
+
+    result = embedding.embed_texts(model, texts[:1000], embedding.EmbedSettings(), on_chunk)
+    np.testing.assert_array_equal(result.vectors, encode_like_job(model, texts[:1000], 1000))
+    assert len(updates) > len(bounds)  # one per batch, not one per chunk
+    assert sum(c for c, _ in updates) == 1000 and sum(t for _, t in updates) == result.tokens
+    embed_file(model, source, tmp_path / "vectors", shard_size=600, progress=False)
+    np.testing.assert_array_equal(read_output(tmp_path / "vectors")[1], encode_like_job(model, texts[:1000], 600))
 
 
 def test_scan_finds_every_shard_start(tmp_path):
