@@ -1,4 +1,4 @@
-"""The HTTP routes (Starlette): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and /health,
+"""The HTTP routes (on serve/asgi.py): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and /health,
 /info, /metrics.
 
 Every embedding request goes the same way: key (401), body within --payload-limit (413), JSON (400), fields
@@ -13,18 +13,14 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from edgembed import __version__
 from edgembed.runtime import Embedder, InputTooLongError, MissingRangesError, TokenizedTexts, UsageError, int8_path
 
 from . import responses
+from .asgi import App, ClientDisconnect, Handler, Request, Response
 from .batcher import Batcher, Embedded
 from .errors import (
     BACKEND,
@@ -53,8 +49,6 @@ FAILURE_LABELS = {EMPTY: "validation", VALIDATION: "validation", TOKENIZER: "tok
                   BACKEND: "inference", UNAUTHORIZED: "unauthorized", PAYLOAD_TOO_LARGE: "payload"}
 OPENAI, TEI = "openai", "tei"
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 class Server:
     """The state the routes share: the model, the limits, the batcher, the metrics, the in-flight count."""
@@ -68,26 +62,25 @@ class Server:
                                health_timeout=settings.health_timeout)
         self.in_flight = 0
         self._authorization = f"Bearer {settings.api_key}".encode() if settings.api_key else None
-        self._root_embed = self._guard(self.tei_embed, TEI)
 
-    def app(self) -> Starlette:
-        routes = [
-            Route("/v1/embeddings", self._guard(self.openai_embeddings, OPENAI), methods=["POST"]),
-            Route("/embeddings", self._guard(self.openai_embeddings, OPENAI), methods=["POST"]),
-            Route("/v1/models", self._guard(self.openai_models, OPENAI), methods=["GET"]),
-            Route("/embed", self._guard(self.tei_embed, TEI), methods=["POST"]),
-            Route("/", self._root, methods=["GET", "POST"]),
-            Route("/tokenize", self._guard(self.tokenize, TEI), methods=["POST"]),
-            Route("/similarity", self._guard(self.similarity, TEI), methods=["POST"]),
-            Route("/info", self._guard(self.info, TEI), methods=["GET"]),
-            Route("/health", self.health, methods=["GET"]),
-            Route("/metrics", self.prometheus, methods=["GET"]),
-        ]
-        handlers = {404: self._not_found, 405: self._not_allowed}
-        return Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
+    def app(self) -> App:
+        openai_embeddings, tei_embed = self._guard(self.openai_embeddings, OPENAI), self._guard(self.tei_embed, TEI)
+        routes = {
+            "/v1/embeddings": {"POST": openai_embeddings},
+            "/embeddings": {"POST": openai_embeddings},
+            "/v1/models": {"GET": self._guard(self.openai_models, OPENAI)},
+            "/embed": {"POST": tei_embed},
+            "/": {"GET": self.health, "POST": tei_embed},  # as in TEI: huggingface_hub's InferenceClient posts here
+            "/tokenize": {"POST": self._guard(self.tokenize, TEI)},
+            "/similarity": {"POST": self._guard(self.similarity, TEI)},
+            "/info": {"GET": self._guard(self.info, TEI)},
+            "/health": {"GET": self.health},
+            "/metrics": {"GET": self.prometheus},
+        }
+        return App(routes, not_found=self._not_found, not_allowed=self._not_allowed, lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette):
+    async def _lifespan(self):
         self.batcher.start()
         yield
         await self.batcher.close()  # after uvicorn has answered every request it accepted
@@ -191,12 +184,6 @@ class Server:
         model = {"id": self.served_name, "object": "model", "created": 0, "owned_by": "edgembed"}
         return Response(responses.dumps({"object": "list", "data": [model]}), media_type=JSON)
 
-    async def _root(self, request: Request) -> Response:
-        """GET / is a health check and POST / is /embed, as in TEI (huggingface_hub's InferenceClient posts here)."""
-        if request.method == "GET":
-            return await self.health(request)
-        return await self._root_embed(request)
-
     async def tokenize(self, request: Request) -> Response:
         parsed = parse_tokenize(await self._json(request), self.settings)
         tokens = await self._tokenize(parsed.texts, prompt_name=parsed.prompt_name, truncate=True)
@@ -250,7 +237,7 @@ class Server:
                 self.metrics.increment("te_request_failure", err="dropped")
                 return Response(b"", status_code=499)
             except Exception as exc:  # a bug of ours, never the client's input: logged, answered as 500
-                log.exception("internal error on %s", request.url.path)
+                log.exception("internal error on %s", request.path)
                 return self._error(ApiError(f"internal error: {type(exc).__name__}: {exc}", BACKEND, status=500),
                                    flavor)
 
@@ -285,16 +272,16 @@ class Server:
         body = responses.openai_error(error) if flavor == OPENAI else responses.tei_error(error)
         return Response(body, status_code=error.status, media_type=JSON, headers=error.headers)
 
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        error = ApiError(f"no route {request.url.path}; see GET /info and the README for the routes", NOT_FOUND)
+    async def _not_found(self, request: Request) -> Response:
+        error = ApiError(f"no route {request.path}; see GET /info and the README for the routes", NOT_FOUND)
         return self._plain_error(request, error)
 
-    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
-        error = ApiError(f"{request.method} is not allowed on {request.url.path}", METHOD_NOT_ALLOWED)
+    async def _not_allowed(self, request: Request) -> Response:
+        error = ApiError(f"{request.method} is not allowed on {request.path}", METHOD_NOT_ALLOWED)
         return self._plain_error(request, error)
 
     def _plain_error(self, request: Request, error: ApiError) -> Response:
-        openai = request.url.path.startswith("/v1/")
+        openai = request.path.startswith("/v1/")
         body = responses.openai_error(error) if openai else responses.tei_error(error)
         return Response(body, status_code=error.status, media_type=JSON)
 

@@ -2,9 +2,11 @@
 budget, runs them as one batch on a worker thread and hands each request its own rows back.
 
 There is no wait timer: when the engine is free and a request is queued, its batch starts at once, so a lone
-request on an idle server pays no batching delay. The next batch is formed the moment the engine frees, from
-everything that queued while it ran (TEI prepares it when the running one starts; here forming it is a few
-microseconds of list work, and forming it later lets more requests in).
+request on an idle server pays no batching delay. Under load, clients answered by the batch that just ended
+come back within a few event-loop passes: while fewer than half the texts in play (queued, plus the batch just
+answered) are queued, the batcher yields to the event loop, and stops at the first pass that brings no
+request. A batch takes at most that half, so closed-loop clients settle into two equal cohorts: one cohort's
+HTTP round trip overlaps the other's inference instead of leaving the engine idle (docs/serve.md).
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from edgembed.runtime import Embedder, TokenizedTexts
 
 from .errors import BACKEND, ApiError
 from .metrics import Metrics
+
+# Event-loop passes the batcher yields at most while answered clients come back (each pass must bring one).
+MAX_ARRIVAL_PASSES = 100
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self._running_since: float | None = None
         self._closing = False
+        self._last_texts = 0  # texts of the batch answered last: their clients may be on their way back
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -108,16 +114,34 @@ class Batcher:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            await self._let_arrivals_in()
             entries = self._next_batch()
             if entries:
                 await self._run_batch(entries)
+                self._last_texts = sum(len(entry.tokens) for entry in entries)
+
+    def _half_in_play(self) -> int:
+        """Half the texts queued or just answered (at least 1): the size of one of two equal cohorts."""
+        queued = sum(len(entry.tokens) for entry in self._queue)
+        return max(1, -(-(queued + self._last_texts) // 2))
+
+    async def _let_arrivals_in(self) -> None:
+        """Yield to the event loop while fewer than half the texts in play are queued and requests keep arriving."""
+        for _ in range(MAX_ARRIVAL_PASSES):
+            if sum(len(entry.tokens) for entry in self._queue) >= self._half_in_play():
+                return
+            before = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == before:
+                return
 
     def _next_batch(self) -> list[_Entry]:
         """Queued entries, oldest first, while their texts padded to the longest fit the token budget (the
         first always goes, however long); entries whose client went away are dropped."""
         entries: list[_Entry] = []
         longest = texts = tokens = 0
-        while self._queue:
+        cohort = self._half_in_play()
+        while self._queue and texts < cohort:
             entry = self._queue[0]
             if entry.future.done():  # cancelled: the client disconnected
                 self._queue.popleft()
@@ -157,12 +181,22 @@ class Batcher:
                 entry.future.set_result(Embedded(vectors, started - entry.queued_at, inference))
 
     def _embed(self, merged: TokenizedTexts, entries: list[_Entry]) -> list[np.ndarray]:
-        """On the worker thread: one run for the whole batch, then each request's rows with its own options."""
+        """On the worker thread: one run for the whole batch, then each request's rows with its own options
+        (one postprocess call per distinct set of options: per request it cost more than the run of a query)."""
         vectors = self._model.embed(merged, normalize=False, max_batch_tokens=self._max_batch_tokens)
-        outputs, start = [], 0
-        for entry in entries:
-            stop = start + len(entry.tokens)
-            outputs.append(self._model.postprocess(vectors[start:stop], normalize=entry.normalize, dim=entry.dim,
-                                                   precision=entry.precision))
-            start = stop
+        bounds, start = [], 0
+        groups: dict[tuple, list[int]] = {}
+        for index, entry in enumerate(entries):
+            bounds.append((start, start + len(entry.tokens)))
+            start += len(entry.tokens)
+            groups.setdefault((entry.normalize, entry.dim, entry.precision), []).append(index)
+        outputs: list[np.ndarray] = [None] * len(entries)  # type: ignore[list-item]
+        for (normalize, dim, precision), members in groups.items():
+            rows = np.concatenate([np.arange(*bounds[i]) for i in members])
+            done = self._model.postprocess(vectors[rows], normalize=normalize, dim=dim, precision=precision)
+            offset = 0
+            for i in members:
+                size = bounds[i][1] - bounds[i][0]
+                outputs[i] = done[offset:offset + size]
+                offset += size
         return outputs

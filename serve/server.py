@@ -26,7 +26,7 @@ WARMUP_TEXTS = ["warm up", "warm up the second stream"]
 
 
 def require_web_stack() -> None:
-    for module in ("starlette", "uvicorn", "orjson"):
+    for module in ("uvicorn", "orjson"):
         if importlib.util.find_spec(module) is None:
             raise ServerDependencyError(module)
 

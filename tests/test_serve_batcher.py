@@ -75,6 +75,32 @@ def test_a_lone_request_runs_alone_at_once(model):
     np.testing.assert_allclose(result.vectors, model.encode(["only me"]), atol=ATOL)
 
 
+def test_closed_loop_clients_settle_into_two_equal_cohorts(model):
+    """Clients that send again as soon as they are answered: each batch takes half the texts in play, so one half
+    makes its HTTP round trip while the other runs, and no batch is a lone straggler."""
+    clients, rounds = 8, 6
+    texts = [model.tokenize([f"client {number} asks again"]) for number in range(clients)]
+
+    async def scenario():
+        metrics = Metrics(model.max_length)
+        batcher = Batcher(model, max_batch_tokens=16384, metrics=metrics, health_timeout=60)
+        batcher.start()
+
+        async def client(number: int) -> None:
+            for _ in range(rounds):
+                await batcher.embed(texts[number], normalize=None, dim=None)
+
+        await asyncio.gather(*(client(number) for number in range(clients)))
+        await batcher.close()
+        return metrics
+
+    metrics = run(scenario())
+    batches, total = _batch_sizes(metrics)
+    assert total == clients * rounds
+    assert batches == 2 * rounds
+    assert 'te_batch_next_size_bucket{le="4"} 12' in metrics.render()  # all 12 at most 4, so all exactly 4
+
+
 def test_an_engine_failure_is_424_for_its_batch_and_the_batcher_goes_on(model):
     failing = FailingEmbedder.load(model.directory, variant="fp32", backend="onnxruntime")
 
