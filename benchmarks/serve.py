@@ -113,14 +113,14 @@ def start_process(command: list[str], ready: re.Pattern | None, log_path: Path, 
     handle = log_path.open("w")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd,
                                env={**os.environ, **(env or {})})
+    if ready is None:  # the caller polls the process's HTTP port itself
+        return process, None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        found = ready.search(log_path.read_text(errors="replace")) if ready else None
+        found = ready.search(log_path.read_text(errors="replace"))
         if found:
             return process, found.group(1)
         time.sleep(0.1)
-    if ready is None and process.poll() is None:
-        return process, None
     process.kill()
     raise RuntimeError(f"{command[:4]} did not start: " + log_path.read_text(errors="replace")[-2000:])
 

@@ -45,8 +45,10 @@ def build_server(model: Embedder, settings: ServeSettings, *, log_level: str = "
     from .app import Server
 
     app = Server(model, settings).app()
+    # no proxy-headers middleware: nothing here reads the client's address or scheme
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", access_log=False,
-                            log_level=log_level, server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            log_level=log_level, server_header=False, proxy_headers=False,
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS,
                             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
                             http="httptools" if importlib.util.find_spec("httptools") else "h11")
     return _make_server_class(uvicorn.Server)(config)
