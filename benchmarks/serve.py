@@ -31,6 +31,7 @@ from run import OtherLoad, git_state, machine_info, pin_threads  # noqa: E402
 MODELS = ("minilm", "modernbert-base")
 VARIANT, BACKEND = "q8", "onnxruntime"  # the file infinity's optimum engine also runs: onnx/model_quantized.onnx
 QUERY_CLIENTS = (1, 8, 64)
+INTERLEAVED_ROUNDS = 5
 BATCH_CLIENTS = (1, 4)
 PASSAGES = 32
 RSS_CHECKPOINTS = (1_000, 10_000)
@@ -73,16 +74,9 @@ def in_process(export_dir: Path, threads: int, queries: list[str], passages: lis
 
     model = Embedder.load(export_dir, variant=VARIANT, backend=BACKEND, threads=threads)
     model.encode(queries[:2])
-    results = {"reference": model.encode(passages)}
+    results = {"reference": model.encode(passages), "model": model}
     for clients in QUERY_CLIENTS:
-        calls = plan["query_requests"] // clients
-        latencies, start = [], time.perf_counter()
-        for call in range(calls):
-            chunk = [queries[(call * clients + i) % len(queries)] for i in range(clients)]
-            began = time.perf_counter()
-            model.encode(chunk)
-            latencies.append(time.perf_counter() - began)
-        results[f"query x{clients}"] = summary(latencies, calls * clients, time.perf_counter() - start)
+        results[f"query x{clients}"] = encode_queries(model, queries, clients, plan["query_requests"])
     # The server runs the engine on a worker thread; the same call timed on one (inside it, no hand-off counted).
     # On a busy 2-core machine the two differ widely (docs/serve.md), so both are kept.
     from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +100,18 @@ def in_process(export_dir: Path, threads: int, queries: list[str], passages: lis
     for clients in BATCH_CLIENTS:
         results[f"batch32 x{clients}"] = row  # one caller: concurrency adds nothing in process
     return results
+
+
+def encode_queries(model, queries: list[str], clients: int, requests: int) -> dict:
+    """In process, "N clients" is one encode of N queries at a time."""
+    calls = requests // clients
+    latencies, start = [], time.perf_counter()
+    for call in range(calls):
+        chunk = [queries[(call * clients + i) % len(queries)] for i in range(clients)]
+        began = time.perf_counter()
+        model.encode(chunk)
+        latencies.append(time.perf_counter() - began)
+    return summary(latencies, calls * clients, time.perf_counter() - start)
 
 
 def start_process(command: list[str], ready: re.Pattern | None, log_path: Path, cwd: Path | None = None,
@@ -284,6 +290,7 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
     log(f"{name}: in-process encode ({VARIANT} on {BACKEND})")
     result["engines"]["in-process"] = in_process(export_dir, args.threads, queries, passages, plan)
     reference = result["engines"]["in-process"].pop("reference")
+    local_model = result["engines"]["in-process"].pop("model")
 
     log(f"{name}: edgembed serve")
     process, port, model_id = start_edgembed(export_dir, args.threads, logs / f"{name}-edgembed.log")
@@ -291,10 +298,13 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
         runs = server_runs(port, model_id, queries, passages, plan)
         runs["after_runs"] = memory(process.pid)
         runs["cosine_min_to_in_process"] = agreement(port, model_id, passages, reference)
+        log(f"{name}: 64 clients against in-process encode of 64, interleaved")
+        result["x64_interleaved"] = interleaved_x64(port, model_id, local_model, queries, plan)
     finally:
         runs_exit = stop(process)
     runs["exit_code"] = runs_exit
     result["engines"]["edgembed serve"] = runs
+    del local_model
 
     if plan["rss"]:
         log(f"{name}: edgembed serve, RSS after {' and '.join(map(str, RSS_CHECKPOINTS))} requests (fresh server)")
@@ -326,6 +336,28 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
     return result
 
 
+def interleaved_x64(port: int, model: str, local_model, queries: list[str], plan: dict) -> dict:
+    """Rounds of in-process encode of 64 queries, then 64 clients on the server, one after the other: the
+    machine's speed drifts by 10% over minutes, so the ratio of the two is taken within each round."""
+    host = "127.0.0.1"
+    requests = [build_request(host, port, "/v1/embeddings", {"input": q, "model": model, "encoding_format": "float"})
+                for q in queries]
+    loop = new_event_loop()
+    rounds = []
+    try:
+        for _ in range(INTERLEAVED_ROUNDS):
+            local = encode_queries(local_model, queries, 64, plan["query_requests"])
+            run = loop.run_until_complete(run_clients(host, port, requests, 1, 64,
+                                                      max(1, plan["query_requests"] // 64)))
+            rounds.append({"in_process_texts_per_s": local["texts_per_s"],
+                           "serve_texts_per_s": round(run.texts / run.seconds, 1),
+                           "serve_non_200": sum(n for status, n in run.statuses.items() if status != 200)})
+    finally:
+        loop.close()
+    ratios = sorted(r["serve_texts_per_s"] / r["in_process_texts_per_s"] for r in rounds)
+    return {"rounds": rounds, "ratio_median": round(ratios[len(ratios) // 2], 3)}
+
+
 def targets(result: dict) -> dict:
     engines = result["engines"]
     local, served, infinity = engines["in-process"], engines["edgembed serve"], engines.get("infinity", {})
@@ -334,6 +366,9 @@ def targets(result: dict) -> dict:
            "x64_vs_in_process_batched": round(served["query x64"]["texts_per_s"]
                                               / local["query x64"]["texts_per_s"], 3),
            "edgembed_non_200": sum(n for s, n in served["statuses"].items() if s != "200")}
+    if "x64_interleaved" in result:
+        out["x64_interleaved_median"] = result["x64_interleaved"]["ratio_median"]
+        out["edgembed_non_200"] += sum(r["serve_non_200"] for r in result["x64_interleaved"]["rounds"])
     if "query x64" in infinity:
         out["x64_vs_infinity"] = round(served["query x64"]["texts_per_s"] / infinity["query x64"]["texts_per_s"], 2)
         out["x1_p50_vs_infinity"] = round(served["query x1"]["p50_ms"] / infinity["query x1"]["p50_ms"], 3)
@@ -380,7 +415,9 @@ def markdown(results: dict) -> str:
         lines.append(f"- HTTP cost, 1 client p50: serve - in-process (the faster of main and worker thread) = "
                      f"{t['http_cost_p50_ms']:.3f} ms (target <= 1 ms)")
         lines.append("- 64 clients: serve texts/s / in-process encode of 64 = "
-                     f"{100 * t['x64_vs_in_process_batched']:.1f}% (target >= 85%)")
+                     f"{100 * t['x64_vs_in_process_batched']:.1f}% (the table's runs, minutes apart); median of "
+                     f"{INTERLEAVED_ROUNDS} interleaved rounds {100 * t.get('x64_interleaved_median', 0):.1f}% "
+                     "(target >= 85%)")
         if "x64_vs_infinity" in t:
             lines.append(f"- vs infinity: 64 clients texts/s {t['x64_vs_infinity']:.2f}x (target >= 2x); 1 client p50 "
                          f"{t['x1_p50_vs_infinity']:.2f}x and p99 {t['x1_p99_vs_infinity']:.2f}x of infinity's "

@@ -94,7 +94,7 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
     a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
     an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each (default 2
-    where every node has 2 or more: one actor's two streams share one copy of the weights, docs/jobs.md);
+    where every node has 2 or more: one copy of the weights for two streams, docs/jobs.md);
     `ship_model` uploads the export with the job instead of reading it from the same path on every node.
     """
     _require("pyarrow", "jobs")

@@ -113,8 +113,8 @@ def _edgembed_error_inside(exc: BaseException) -> EdgembedError | None:
 
 
 def _default_cpus_per_actor(ray) -> int:
-    """2 where every node has 2 CPUs or more, else 1: two streams in one actor share one copy of the weights and
-    beat two one-CPU actors, each with its own copy, by about a quarter (docs/jobs.md)."""
+    """2 where every node has 2 CPUs or more, else 1: one actor of two streams holds one copy of the weights and
+    was at least as fast as two one-CPU actors in every run (docs/jobs.md)."""
     cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
     return 2 if cpus and min(cpus) >= 2 else 1
 
