@@ -1,6 +1,6 @@
 """The few ASGI pieces the server needs (routing by method and path, a request, a response, the lifespan), on
-uvicorn directly: Starlette's router, middleware and request objects cost about 30 µs a request, a tenth of
-a short query's CPU under 64 clients (docs/serve.md, "Framework choice").
+uvicorn directly: Starlette's router, middleware and request objects cost a few percent of the 64-client
+throughput (docs/serve.md, "Framework choice").
 """
 from __future__ import annotations
 
