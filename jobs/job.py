@@ -17,7 +17,7 @@ from edgembed.runtime.errors import (
     check_bool,
     check_positive_int,
 )
-from edgembed.runtime.precision import check_precision
+from edgembed.runtime.precision import CODE_DTYPES, RANGED_PRECISIONS, check_precision, code_width
 
 from .embedding import EmbedSettings
 from .errors import JobStateError, MissingExtraError
@@ -196,8 +196,6 @@ def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, 
 
 def _precision_metadata(embedder, settings: EmbedSettings) -> dict[str, object]:
     """The precision, and for int8/uint8 the fixed ranges the codes were made with (to read them back)."""
-    from edgembed.runtime.precision import RANGED_PRECISIONS
-
     if settings.precision not in RANGED_PRECISIONS:
         return {"precision": settings.precision}
     ranges = embedder.embedding_ranges(dim=settings.dim, normalize=settings.normalize)
@@ -285,8 +283,6 @@ def _finish(target: Path, directory: Path, state: JobState, infos, summary: JobS
     if skipped:
         write_atomically(skipped_path, "".join(json.dumps(entry) + "\n" for entry in skipped).encode())
     if kind == "npy":
-        from edgembed.runtime.precision import CODE_DTYPES, code_width
-
         from .shards import part_name, write_npy
 
         write_npy([directory / part_name(shard) for shard in sorted(infos)], target,

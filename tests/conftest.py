@@ -63,6 +63,14 @@ def fast_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_fast_export(tmp_path_factory.mktemp("fast") / "model")
 
 
+@pytest.fixture(scope="session")
+def ranged_export(fast_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fast export with the int8/uint8 ranges an export measures (tests/ranged_model.py); read-only."""
+    from ranged_model import ranged_copy
+
+    return ranged_copy(fast_export, tmp_path_factory.mktemp("ranged") / "model")
+
+
 @pytest.fixture()
 def fast_copy(fast_export: Path, tmp_path: Path) -> Path:
     """A private copy of the fast export, for tests that damage it."""

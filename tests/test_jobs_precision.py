@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fast_model import training_lines
-from ranged_model import ranged_copy
 
 pa = pytest.importorskip("pyarrow", reason="install the jobs extra: pip install -e '.[jobs]'")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -25,13 +24,8 @@ COLUMN_TYPES = {"int8": pa.int8(), "uint8": pa.uint8(), "binary": pa.int8(), "ub
 
 
 @pytest.fixture(scope="module")
-def out(fast_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ranged_copy(fast_export, tmp_path_factory.mktemp("precision") / "model")
-
-
-@pytest.fixture(scope="module")
-def model(out: Path) -> Embedder:
-    return Embedder.load(out, variant="fp32", backend="onnxruntime")
+def model(ranged_export: Path) -> Embedder:
+    return Embedder.load(ranged_export, variant="fp32", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,8 @@ def test_another_precision_is_another_job(model, corpus, tmp_path):
 
 
 def test_bad_precision_or_missing_ranges_fail_before_any_file(fast_export, model, corpus, tmp_path):
-    with pytest.raises(UnknownChoiceError, match="unknown precision 'int4'; available: 'binary', 'float32', 'int8', 'ubinary', 'uint8'"):
+    listed = "unknown precision 'int4'; available: 'binary', 'float32', 'int8', 'ubinary', 'uint8'"
+    with pytest.raises(UnknownChoiceError, match=listed):
         embed_file(model, corpus[0], tmp_path / "a", precision="int4", progress=False)
     unranged = Embedder.load(fast_export, variant="fp32", backend="onnxruntime")
     with pytest.raises(MissingRangesError, match="precision='int8' needs fixed ranges.*records none"):
@@ -103,7 +98,8 @@ def test_bad_precision_or_missing_ranges_fail_before_any_file(fast_export, model
     embed_file(unranged, corpus[0], tmp_path / "d", precision="binary", progress=False)  # bits need no ranges
 
 
-def test_cli_writes_codes_that_search_reads(out, model, corpus, tmp_path):
+def test_cli_writes_codes_that_search_reads(ranged_export, model, corpus, tmp_path):
+    out = ranged_export
     vectors_dir = tmp_path / "codes"
     made = subprocess.run([*EDGEMBED, "embed-file", out, corpus[0], "-o", vectors_dir, "--precision", "binary",
                            "--variant", "fp32", "--backend", "onnxruntime", "--progress", "off"],

@@ -6,7 +6,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from ranged_model import ranged_copy
 from serve_process import start_server
 
 from edgembed.runtime import Embedder
@@ -17,18 +16,13 @@ TEXTS = ["how do I bake bread?", "the dictionary maps keys to values", "a",
 
 
 @pytest.fixture(scope="module")
-def export_dir(fast_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ranged_copy(fast_export, tmp_path_factory.mktemp("ranged") / "model")
+def model(ranged_export: Path) -> Embedder:
+    return Embedder.load(ranged_export, variant="fp32", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def model(export_dir: Path) -> Embedder:
-    return Embedder.load(export_dir, variant="fp32", backend="onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def http(export_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    served = start_server(export_dir, tmp_path_factory.mktemp("log") / "serve.log", *LOAD)
+def http(ranged_export: Path, tmp_path_factory: pytest.TempPathFactory):
+    served = start_server(ranged_export, tmp_path_factory.mktemp("log") / "serve.log", *LOAD)
     with httpx.Client(base_url=served.url, timeout=30) as client:
         yield client
     assert served.stop() == 0, served.output()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ranged_model import ranged_copy
 
 from edgembed.runtime import (
     PRECISIONS,
@@ -27,11 +26,6 @@ from edgembed.runtime.search import _hamming, _table_popcount
 TEXTS = ["how do I open a file in python", "the with statement closes files", "list comprehensions",
          "generators yield values lazily", "exceptions unwind the stack", "a dictionary maps keys to values",
          "", "decorators wrap functions"]
-
-
-@pytest.fixture(scope="module")
-def ranged_export(fast_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ranged_copy(fast_export, tmp_path_factory.mktemp("ranged") / "model")
 
 
 @pytest.fixture(scope="module")
