@@ -2,13 +2,17 @@
 
 Each stack serves one route that parses an OpenAI-style body and answers with a fixed 384-float embedding
 (orjson), the shape of a MiniLM answer; a fresh server process per stack, the lean keep-alive client of
-http_load.py on the same machine. Prints p50/p99 of one client and the requests/s of 64 clients.
+http_load.py on the same machine. Prints p50/p99 of one client, the requests/s of 64 clients and the CPU per
+request of the server and of the client under 64 clients. The "httptools-protocol" row is not an ASGI stack: a
+minimal HTTP/1.1 protocol on httptools and uvloop (keep-alive, one write per response, no error handling), the
+floor a hand-written server could reach.
 
     python benchmarks/serve_frameworks.py --requests 3000
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -21,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_load import build_request, new_event_loop, percentile, run_clients  # noqa: E402
 
-STACKS = ("bare-asgi", "starlette", "fastapi")
+STACKS = ("bare-asgi", "starlette", "fastapi", "httptools-protocol")
 SERVERS = ("httptools+uvloop", "h11+asyncio")
 
 APP = '''
@@ -51,6 +55,34 @@ if STACK == "bare-asgi":
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
+elif STACK == "httptools-protocol":
+    import asyncio, sys, httptools, uvloop
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.parser, self.body = transport, httptools.HttpRequestParser(self), []
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_body(self, chunk):
+            self.body.append(chunk)
+
+        def on_message_complete(self):
+            body, self.body = b"".join(self.body), []
+            asyncio.get_running_loop().create_task(self.respond(body))
+
+        async def respond(self, body):
+            content = answer(orjson.loads(body))
+            head = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n"
+            self.transport.write(head % len(content) + content)
+
+    async def main(port):
+        server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port)
+        await server.serve_forever()
+
+    if __name__ == "__main__":
+        uvloop.run(main(int(sys.argv[1])))
 elif STACK == "starlette":
     from starlette.applications import Starlette
     from starlette.responses import Response
@@ -91,6 +123,8 @@ def start(stack: str, server: str, port: int, work: Path) -> subprocess.Popen:
     http, loop = ("httptools", "uvloop") if server == "httptools+uvloop" else ("h11", "asyncio")
     command = [sys.executable, "-m", "uvicorn", f"{module.stem}:app", "--port", str(port), "--http", http,
                "--loop", loop, "--no-access-log", "--log-level", "warning", "--app-dir", str(work)]
+    if stack == "httptools-protocol":
+        command = [sys.executable, str(module), str(port)]
     process = subprocess.Popen(command)
     deadline = time.time() + 30
     while time.time() < deadline and process.poll() is None:
@@ -112,26 +146,44 @@ def measure(stack: str, server: str, requests: int, work: Path) -> dict:
                                "encoding_format": "float"})]
         loop = new_event_loop()
         one = loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 1, requests, warmup=200))
+        loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 64, 10))  # warm-up
+        server_before, client_before = cpu_seconds(process.pid), cpu_seconds(os.getpid())
         many = loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 64, max(1, requests // 64)))
+        server_cpu, client_cpu = cpu_seconds(process.pid) - server_before, cpu_seconds(os.getpid()) - client_before
         loop.close()
     finally:
         process.terminate()
         process.wait(10)
     return {"stack": stack, "server": server, "p50_ms": 1e3 * percentile(one.latencies, 50),
-            "p99_ms": 1e3 * percentile(one.latencies, 99), "rps_64": many.texts / many.seconds}
+            "p99_ms": 1e3 * percentile(one.latencies, 99), "rps_64": many.texts / many.seconds,
+            "server_cpu_us": 1e6 * server_cpu / many.texts, "client_cpu_us": 1e6 * client_cpu / many.texts}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
+    for stack, module in (("starlette", "starlette"), ("fastapi", "fastapi")):
+        if stack in args.stacks and importlib.util.find_spec(module) is None:
+            print(f"skipping {stack}: not installed (pip install {module})", file=sys.stderr)
+            args.stacks.remove(stack)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "edgembed-serve-frameworks"
     work.mkdir(parents=True, exist_ok=True)
-    rows = [measure(stack, server, args.requests, work) for server in SERVERS for stack in STACKS]
-    print("| stack | server | 1 client p50 ms | p99 ms | 64 clients req/s |\n|---|---|---|---|---|")
+    rows = [measure(stack, server, args.requests, work) for server in SERVERS for stack in args.stacks
+            if not (stack == "httptools-protocol" and server != "httptools+uvloop")]
+    print("| stack | server | 1 client p50 ms | p99 ms | 64 clients req/s | server CPU us/req | client CPU us/req |\n"
+          "|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['stack']} | {row['server']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['rps_64']:.0f} |")
+        print(f"| {row['stack']} | {row['server']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['rps_64']:.0f} "
+              f"| {row['server_cpu_us']:.0f} | {row['client_cpu_us']:.0f} |")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
