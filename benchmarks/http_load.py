@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def cpu_seconds(stat_file: str) -> tuple[float, float]:
+    """(user, system) CPU seconds so far of a process or thread, from its /proc stat file (Linux)."""
+    fields = Path(stat_file).read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from http_load import build_request, new_event_loop, run_clients  # noqa: E402
+from http_load import build_request, cpu_seconds, new_event_loop, run_clients  # noqa: E402
 from serve import BACKEND, VARIANT, short_queries, start_edgembed, stop  # noqa: E402
 
 CLIENTS = 64
@@ -26,14 +26,12 @@ CLIENTS = 64
 
 def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
     """{thread id: (user seconds, system seconds)} of every thread of `pid`."""
-    tick = os.sysconf("SC_CLK_TCK")
     found = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            found[int(tid)] = cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended
             continue
-        found[int(tid)] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return found
 
 

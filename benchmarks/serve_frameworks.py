@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_load import build_request, new_event_loop, percentile, run_clients  # noqa: E402
+from http_load import build_request, cpu_seconds, new_event_loop, percentile, run_clients  # noqa: E402
 
 STACKS = ("bare-asgi", "starlette", "fastapi", "httptools-protocol")
 SERVERS = ("httptools+uvloop", "h11+asyncio")
@@ -147,9 +147,9 @@ def measure(stack: str, server: str, requests: int, work: Path) -> dict:
         loop = new_event_loop()
         one = loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 1, requests, warmup=200))
         loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 64, 10))  # warm-up
-        server_before, client_before = cpu_seconds(process.pid), cpu_seconds(os.getpid())
+        server_before, client_before = process_cpu(process.pid), process_cpu(os.getpid())
         many = loop.run_until_complete(run_clients("127.0.0.1", port, body, 1, 64, max(1, requests // 64)))
-        server_cpu, client_cpu = cpu_seconds(process.pid) - server_before, cpu_seconds(os.getpid()) - client_before
+        server_cpu, client_cpu = process_cpu(process.pid) - server_before, process_cpu(os.getpid()) - client_before
         loop.close()
     finally:
         process.terminate()
@@ -159,10 +159,8 @@ def measure(stack: str, server: str, requests: int, work: Path) -> dict:
             "server_cpu_us": 1e6 * server_cpu / many.texts, "client_cpu_us": 1e6 * client_cpu / many.texts}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_cpu(pid: int) -> float:
+    return sum(cpu_seconds(f"/proc/{pid}/stat"))
 
 
 def main() -> None:
