@@ -33,16 +33,35 @@ def _import_nncf():
     return nncf
 
 
+def _computed(port) -> bool:
+    """Whether a MatMul input is computed at run time rather than a (possibly converted) weight."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() != "Constant"
+
+
 def _activation_matmuls(model) -> list[str]:
     """Names of the MatMuls whose inputs are both computed (attention scores and context), not weights."""
-    def computed(port) -> bool:
-        node = port.get_source_output().get_node()
-        while node.get_type_name() == "Convert":
-            node = node.input_value(0).get_node()
-        return node.get_type_name() != "Constant"
-
     return [op.get_friendly_name() for op in model.get_ops()
-            if op.get_type_name() == "MatMul" and all(computed(port) for port in op.inputs())]
+            if op.get_type_name() == "MatMul" and all(_computed(port) for port in op.inputs())]
+
+
+def activation_group(model) -> int:
+    """128, or half the narrowest weight MatMul input if narrower: a group never spans a whole row.
+
+    A whole-row group is per-token quantization, another kernel path: on AMX it is a fused MLP kernel that
+    fails to compile widths not a multiple of 64 (docs/q8-recipe.md, the tiny test model hit it).
+    """
+    widths = []
+    for op in model.get_ops():
+        if op.get_type_name() != "MatMul" or all(_computed(port) for port in op.inputs()):
+            continue
+        activation = next(port for port in op.inputs() if _computed(port))
+        last = activation.get_partial_shape()[activation.get_partial_shape().rank.get_length() - 1]
+        if last.is_static:
+            widths.append(last.get_length())
+    return min([Q8_ACTIVATION_GROUP] + [width // 2 for width in widths if width >= 2])
 
 
 def convert(onnx_fp32: Path, dtype: str, destination: Path,
@@ -55,8 +74,9 @@ def convert(onnx_fp32: Path, dtype: str, destination: Path,
     model = ov.convert_model(str(onnx_fp32))
     if dtype == "q8":
         nncf = _import_nncf()
+        group = activation_group(model)  # read from the float weights, before compression rewires them
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM)
-        model.set_rt_info(str(Q8_ACTIVATION_GROUP), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+        model.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
     elif dtype == "q4":
         nncf = _import_nncf()
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=1.0)

@@ -123,3 +123,14 @@ def test_a_truncated_graph_names_the_file_and_the_fix(fast_copy):
     _edit_manifest(fast_copy, lambda data: data["variants"][0]["files"][0].update(bytes=200))
     with pytest.raises(ModelFileError, match="model.onnx: onnxruntime cannot load it.*re-export or re-copy it"):
         Embedder.load(fast_copy, variant="fp32", backend="onnxruntime")
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/plugin.cpp:54:\nCheck 'K' failed\n\n", "Check 'K' failed"),
+    ("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF\nmore", "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF"),
+    ("", "RuntimeError"),
+])
+def test_an_engine_error_is_reported_by_its_telling_line(text, line):
+    from edgembed.runtime.backends import first_line
+
+    assert first_line(RuntimeError(text)) == line

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 EXPECTED_FILES = [
     "onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/model_quantized.onnx",
@@ -79,14 +80,29 @@ def test_openvino_fp16_and_int8_weights(tiny_export: Path):
 
 
 def test_openvino_q8_carries_its_activation_group(tiny_export: Path):
-    """The q8 IR tells the CPU plugin to quantize activations in groups of 128, and the plugin takes it."""
+    """The q8 IR tells the CPU plugin its activation group (half the tiny model's 64-wide rows), and the plugin
+    takes it, also in bf16, where AMX CPUs rejected a whole-row group."""
     import openvino as ov
 
     xml = tiny_export / "openvino/openvino_model_int8.xml"
     option = ElementTree.parse(xml).getroot().find("rt_info/runtime_options/DYNAMIC_QUANTIZATION_GROUP_SIZE")
-    assert option is not None and option.get("value") == "128"
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 128
+    assert option is not None and option.get("value") == "32"
+    for hint in ("f32", "bf16"):
+        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 32
+
+
+@pytest.mark.parametrize(("width", "group"), [(768, 128), (1024, 128), (256, 128), (64, 32)])
+def test_openvino_activation_group_is_128_unless_rows_are_narrower(width: int, group: int):
+    import openvino as ov
+    import openvino.opset13 as opset
+
+    from edgembed.export.openvino_variants import activation_group
+
+    tokens = opset.parameter([-1, -1, width], ov.Type.f32)
+    weight = opset.constant(np.zeros((width, 2 * width), dtype=np.float32))
+    model = ov.Model([opset.matmul(tokens, weight, False, False)], [tokens])
+    assert activation_group(model) == group
 
 
 def test_manifest(tiny_export: Path):

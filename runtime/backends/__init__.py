@@ -108,8 +108,10 @@ def check_graph(backend: Backend, path: Path, hidden_size: int) -> None:
 
 def first_line(exc: BaseException) -> str:
     """An engine's exception as one short line (they can be pages long)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    # OpenVINO's messages open with "Exception from <file>:<line>:" lines that say nothing to a user.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("Exception from ")]
+    return (telling or lines or [type(exc).__name__])[0][:300]
 
 
 def installed_backends() -> list[str]:
