@@ -52,7 +52,8 @@ def int8_path() -> Int8Path:
     """The int8 path of this CPU, from the instruction sets the CPU reports to this process.
 
     CPUID comes through numpy's own runtime detection, so an emulated CPU (qemu-x86_64 -cpu Haswell) is seen
-    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo. The environment
+    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo when its flags
+    agree with CPUID (under qemu-user they are the host's). The environment
     variable EDGEMBED_INT8_PATH (one of INT8_PATHS) overrides the detection.
     """
     forced = os.environ.get("EDGEMBED_INT8_PATH")
@@ -61,7 +62,7 @@ def int8_path() -> Int8Path:
             raise InvalidArgumentError("EDGEMBED_INT8_PATH", forced, " or ".join(INT8_PATHS))
         return INT8_PATHS[forced]
     features = _numpy_cpu_features()
-    flags = _proc_flags()
+    flags = _proc_flags() if _flags_match_cpuid(_proc_flags(), features) else frozenset()
     if features.get("AVX512VNNI"):
         return INT8_PATHS["amx" if "amx_int8" in flags else "avx512_vnni"]
     if features.get("AVX2"):
@@ -108,6 +109,19 @@ def _numpy_cpu_features() -> dict[str, bool]:
         except ImportError:
             return {}
     return dict(__cpu_features__)
+
+
+# Instruction sets both numpy (CPUID) and /proc/cpuinfo report, to check that the two describe the same CPU.
+SHARED_FLAGS = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512bw": "AVX512BW", "avx512_vnni": "AVX512VNNI",
+                "fma": "FMA3"}
+
+
+def _flags_match_cpuid(flags: frozenset[str], features: dict[str, bool]) -> bool:
+    """False when /proc/cpuinfo describes another CPU than the one running this process: under qemu-user
+    (-cpu Haswell) it is the host's, whose avx_vnni or amx the emulated CPU does not have."""
+    if not flags or "AVX2" not in features:  # not x86, or numpy without CPUID: nothing to compare
+        return True
+    return all((flag in flags) == bool(features.get(feature)) for flag, feature in SHARED_FLAGS.items())
 
 
 def _proc_flags() -> frozenset[str]:
