@@ -288,7 +288,7 @@ class Embedder:
         windows = self._tokenizer.encode_windows(items, overlap)
         encodings = [window for text_windows in windows for window in text_windows]
         owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
-        lengths = np.asarray([len(e.ids) for e in encodings], np.float32)
+        lengths = np.asarray([len(e) for e in encodings], np.float32)
         vectors = self._run(encodings, batch_size, max_batch_tokens)
         self._count(len(items), int(lengths.sum()), 0)
         combined = combine_windows(vectors, owners, lengths, self.manifest.pooling, len(items))
@@ -297,7 +297,7 @@ class Embedder:
     def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int,
              on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Pooled, unnormalized vectors of `encodings`, in their order."""
-        lengths = [len(encoding.ids) for encoding in encodings]
+        lengths = [len(encoding) for encoding in encodings]
         vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
 
         def embed_rows(backend: Backend, rows: list[int]) -> None:

@@ -44,7 +44,7 @@ class TokenizedTexts:
     @property
     def lengths(self) -> list[int]:
         """Tokens per text, special tokens included, after truncation."""
-        return [len(encoding.ids) for encoding in self.encodings]
+        return [len(encoding) for encoding in self.encodings]  # len(), not len(.ids): no list of ids built
 
     @property
     def token_count(self) -> int:
@@ -115,11 +115,11 @@ class TextTokenizer:
 
     def pad(self, encodings: Sequence[Encoding]) -> Batch:
         """Stack encodings into int64 arrays padded to the longest one."""
-        longest = max((len(e.ids) for e in encodings), default=0)
+        longest = max((len(e) for e in encodings), default=0)
         input_ids = np.full((len(encodings), longest), self._pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), longest), dtype=np.int64)
         for row, encoding in enumerate(encodings):
-            length = len(encoding.ids)
+            length = len(encoding)
             input_ids[row, :length] = encoding.ids
             attention_mask[row, :length] = encoding.attention_mask
         return Batch(input_ids=input_ids, attention_mask=attention_mask)

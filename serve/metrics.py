@@ -64,15 +64,15 @@ class Metrics:
 
     def increment(self, name: str, value: float = 1.0, **labels: str) -> None:
         series = self._families[name].series
-        key = tuple(sorted(labels.items()))
+        key = _key(labels)
         series[key] = series.get(key, 0.0) + value
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        self._families[name].series[tuple(sorted(labels.items()))] = float(value)
+        self._families[name].series[_key(labels)] = float(value)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         family = self._families[name]
-        key = tuple(sorted(labels.items()))
+        key = _key(labels)
         histogram = family.series.get(key)
         if histogram is None:
             histogram = family.series[key] = _Histogram(family.buckets)
@@ -104,6 +104,10 @@ class Metrics:
                 else:
                     lines.append(f"{name}{_labels(labels)} {_number(value)}")
         return "\n".join(lines) + "\n"
+
+
+def _key(labels: dict[str, str]) -> Labels:
+    return tuple(sorted(labels.items())) if labels else ()
 
 
 def _labels(labels: Labels, **extra: str) -> str:
