@@ -1,4 +1,4 @@
-"""The HTTP routes (on serve/asgi.py): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and /health,
+"""The HTTP routes (on serve/routing.py): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and /health,
 /info, /metrics.
 
 Every embedding request goes the same way: key (401), body within --payload-limit (413), JSON (400), fields
@@ -20,7 +20,7 @@ from edgembed import __version__
 from edgembed.runtime import Embedder, InputTooLongError, MissingRangesError, TokenizedTexts, UsageError, int8_path
 
 from . import responses
-from .asgi import App, ClientDisconnect, Handler, Request, Response
+from .routing import App, Handler, Request, Response
 from .batcher import Batcher, Embedded
 from .errors import (
     BACKEND,
@@ -77,19 +77,22 @@ class Server:
             "/health": {"GET": self.health},
             "/metrics": {"GET": self.prometheus},
         }
-        return App(routes, not_found=self._not_found, not_allowed=self._not_allowed, lifespan=self._lifespan)
+        return App(routes, not_found=self._not_found, not_allowed=self._not_allowed)
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self):
+    async def lifespan(self):
+        """The batcher runs from before the first connection until the last answer is written."""
         self.batcher.start()
-        yield
-        await self.batcher.close()  # after uvicorn has answered every request it accepted
+        try:
+            yield
+        finally:
+            await self.batcher.close()
 
     # --- embedding routes -------------------------------------------------------------------------------------
 
     async def openai_embeddings(self, request: Request) -> Response:
         started = time.perf_counter()
-        params, encoding_format = parse_openai(await self._json(request), self.settings,
+        params, encoding_format = parse_openai(self._json(request), self.settings,
                                                served_name=self.served_name, dimension=self.model.dimension)
         tokens, embedded, tokenization = await self._embed(params)
         body = responses.openai_embeddings(embedded.vectors, encoding_format=encoding_format,
@@ -98,14 +101,14 @@ class Server:
 
     async def tei_embed(self, request: Request) -> Response:
         started = time.perf_counter()
-        params = parse_tei_embed(await self._json(request), self.settings, dimension=self.model.dimension)
+        params = parse_tei_embed(self._json(request), self.settings, dimension=self.model.dimension)
         tokens, embedded, tokenization = await self._embed(params)
         return self._success(responses.tei_embeddings(embedded.vectors), params, tokens, embedded, tokenization,
                              started)
 
     async def similarity(self, request: Request) -> Response:
         started = time.perf_counter()
-        parsed = parse_similarity(await self._json(request), self.settings)
+        parsed = parse_similarity(self._json(request), self.settings)
         # the vectors encode() gives, scored with the model's similarity function (cosine unless it says otherwise)
         params = EmbedRequest([parsed.source, *parsed.sentences], False, parsed.truncate, parsed.prompt_name,
                               normalize=None)
@@ -185,7 +188,7 @@ class Server:
         return Response(responses.dumps({"object": "list", "data": [model]}), media_type=JSON)
 
     async def tokenize(self, request: Request) -> Response:
-        parsed = parse_tokenize(await self._json(request), self.settings)
+        parsed = parse_tokenize(self._json(request), self.settings)
         tokens = await self._tokenize(parsed.texts, prompt_name=parsed.prompt_name, truncate=True)
         name = parsed.prompt_name if parsed.prompt_name is not None else self.model.manifest.default_prompt_name
         prefix = self.model.prompts.get(name, "") if name else ""
@@ -233,9 +236,6 @@ class Server:
                 return await handler(request)
             except ApiError as error:
                 return self._error(error, flavor)
-            except ClientDisconnect:
-                self.metrics.increment("te_request_failure", err="dropped")
-                return Response(b"", status_code=499)
             except Exception as exc:  # a bug of ours, never the client's input: logged, answered as 500
                 log.exception("internal error on %s", request.path)
                 return self._error(ApiError(f"internal error: {type(exc).__name__}: {exc}", BACKEND, status=500),
@@ -251,19 +251,11 @@ class Server:
             raise ApiError("missing or wrong API key: send the header 'Authorization: Bearer KEY'", UNAUTHORIZED,
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
-    async def _json(self, request: Request) -> object:
-        limit = self.settings.payload_limit
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            chunks.append(chunk)
+    def _json(self, request: Request) -> object:
+        if request.body_too_large is not None:
+            raise _too_large(request.body_too_large, self.settings.payload_limit)
         try:
-            return orjson.loads(b"".join(chunks))
+            return orjson.loads(request.body)
         except orjson.JSONDecodeError as exc:
             raise ApiError(f"the request body is not valid JSON: {exc}", VALIDATION, status=400) from None
 

@@ -80,9 +80,9 @@ def serve_in_thread(model: Embedder, **settings) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(30)
 
 
