@@ -1,6 +1,6 @@
 """The server's own HTTP/1.1 (serve/http.py) on the wire: raw sockets against the real server process, for what
-general-purpose clients never send (pipelining, chunked bodies, Expect: 100-continue, malformed heads), and the
-idle timeout on a server in this process."""
+general-purpose clients never send (pipelining, chunked bodies, Expect: 100-continue, malformed heads); on a
+server in this process, the idle timeout, a client that goes away and a bug of ours (500); a taken port."""
 from __future__ import annotations
 
 import json
@@ -231,3 +231,50 @@ def test_a_client_that_goes_away_leaves_the_queue_and_the_others_are_answered(fa
             assert 'te_request_failure{err="dropped"} 1' in httpx.get(url + "/metrics").text
     finally:
         gated.gate.set()
+
+
+def test_head_on_a_post_only_route_is_405(address):
+    host, port = address
+    response = httpx.head(f"http://{host}:{port}/embed")
+    assert response.status_code == 405 and response.content == b""
+
+
+class _BuggyEmbedder(Embedder):
+    """A real Embedder with a bug, once `broken`, in a property the /info route reads."""
+
+    broken = False
+
+    @property
+    def max_length(self) -> int:
+        if self.broken:
+            raise KeyError("a bug of ours")
+        return super().max_length
+
+
+def test_a_bug_of_ours_is_a_500_in_the_apis_shape_and_the_server_goes_on(fast_export, model):
+    buggy = _BuggyEmbedder.load(fast_export, variant="fp32", backend="onnxruntime")
+    with serve_in_thread(buggy) as url:
+        buggy.broken = True
+        failed = httpx.get(url + "/info", timeout=60)
+        assert failed.status_code == 500, failed.text
+        assert "KeyError" in failed.json()["error"] and failed.json()["error_type"] == "backend"
+        answer = httpx.post(url + "/embed", json={"inputs": "still served"}, timeout=60)
+        buggy.broken = False
+        assert answer.status_code == 200
+        np.testing.assert_allclose(answer.json(), model.encode(["still served"]), atol=ATOL)
+        assert httpx.get(url + "/info", timeout=60).status_code == 200
+
+
+def test_a_port_already_taken_is_one_line_and_exit_1(fast_export):
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "edgembed", "serve", str(fast_export), "--port", str(port),
+                                 *LOAD], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
