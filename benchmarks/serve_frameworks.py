@@ -1,11 +1,12 @@
-"""Which ASGI stack for `edgembed serve`: the HTTP cost alone, without a model.
+"""Which HTTP stack for `edgembed serve`: the HTTP cost alone, without a model.
 
 Each stack serves one route that parses an OpenAI-style body and answers with a fixed 384-float embedding
 (orjson), the shape of a MiniLM answer; a fresh server process per stack, the lean keep-alive client of
 http_load.py on the same machine. Prints p50/p99 of one client, the requests/s of 64 clients and the CPU per
 request of the server and of the client under 64 clients. The "httptools-protocol" row is not an ASGI stack: a
 minimal HTTP/1.1 protocol on httptools and uvloop (keep-alive, one write per response, no error handling), the
-floor a hand-written server could reach.
+floor a hand-written server could reach; "edgembed-http" is edgembed's own server (serve/http.py) with the same
+route. The ASGI rows need `pip install uvicorn starlette fastapi` and are skipped without them.
 
     python benchmarks/serve_frameworks.py --requests 3000
 """
@@ -25,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_load import build_request, cpu_seconds, new_event_loop, percentile, run_clients  # noqa: E402
 
-STACKS = ("bare-asgi", "starlette", "fastapi", "httptools-protocol")
+STACKS = ("bare-asgi", "starlette", "fastapi", "httptools-protocol", "edgembed-http")
+# Stacks that run their own server instead of uvicorn.
+OWN_SERVER = {"httptools-protocol", "edgembed-http"}
 SERVERS = ("httptools+uvloop", "h11+asyncio")
 
 APP = '''
@@ -83,6 +86,24 @@ elif STACK == "httptools-protocol":
 
     if __name__ == "__main__":
         uvloop.run(main(int(sys.argv[1])))
+elif STACK == "edgembed-http":
+    import contextlib, sys
+    from edgembed.serve.http import HttpServer
+    from edgembed.serve.routing import App, Response
+
+    async def embeddings(request):
+        return Response(answer(orjson.loads(request.body)), media_type="application/json")
+
+    async def missing(request):
+        return Response(b"", 404)
+
+    @contextlib.asynccontextmanager
+    async def nothing():
+        yield
+
+    if __name__ == "__main__":
+        app = App({"/v1/embeddings": {"POST": embeddings}}, not_found=missing, not_allowed=missing)
+        HttpServer(app, host="127.0.0.1", port=int(sys.argv[1]), payload_limit=2_000_000, lifespan=nothing).run()
 elif STACK == "starlette":
     from starlette.applications import Starlette
     from starlette.responses import Response
@@ -123,7 +144,7 @@ def start(stack: str, server: str, port: int, work: Path) -> subprocess.Popen:
     http, loop = ("httptools", "uvloop") if server == "httptools+uvloop" else ("h11", "asyncio")
     command = [sys.executable, "-m", "uvicorn", f"{module.stem}:app", "--port", str(port), "--http", http,
                "--loop", loop, "--no-access-log", "--log-level", "warning", "--app-dir", str(work)]
-    if stack == "httptools-protocol":
+    if stack in OWN_SERVER:
         command = [sys.executable, str(module), str(port)]
     process = subprocess.Popen(command)
     deadline = time.time() + 30
@@ -169,14 +190,16 @@ def main() -> None:
     parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
-    for stack, module in (("starlette", "starlette"), ("fastapi", "fastapi")):
-        if stack in args.stacks and importlib.util.find_spec(module) is None:
-            print(f"skipping {stack}: not installed (pip install {module})", file=sys.stderr)
+    needs = {"bare-asgi": ["uvicorn"], "starlette": ["uvicorn", "starlette"], "fastapi": ["uvicorn", "fastapi"]}
+    for stack, modules in needs.items():
+        missing = [module for module in modules if importlib.util.find_spec(module) is None]
+        if stack in args.stacks and missing:
+            print(f"skipping {stack}: not installed (pip install {' '.join(missing)})", file=sys.stderr)
             args.stacks.remove(stack)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "edgembed-serve-frameworks"
     work.mkdir(parents=True, exist_ok=True)
     rows = [measure(stack, server, args.requests, work) for server in SERVERS for stack in args.stacks
-            if not (stack == "httptools-protocol" and server != "httptools+uvloop")]
+            if not (stack in OWN_SERVER and server != "httptools+uvloop")]
     print("| stack | server | 1 client p50 ms | p99 ms | 64 clients req/s | server CPU us/req | client CPU us/req |\n"
           "|---|---|---|---|---|---|---|")
     for row in rows:
