@@ -233,6 +233,30 @@ def test_bad_openai_fields_are_422(http, body, param):
     assert _assert_openai_error(http.post("/v1/embeddings", json=body), 422)["param"] == param
 
 
+@pytest.mark.parametrize(("path", "body", "words"), [
+    ("/similarity", {"inputs": "a"}, ["inputs must be an object"]),
+    ("/similarity", {"inputs": {"source_sentence": 3, "sentences": ["b"]}}, ["source_sentence", "3"]),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": "b"}}, ["sentences must be a list"]),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": [1]}, ["parameters"]),
+    ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"truncate": "no"}},
+     ["truncate"]),
+    ("/tokenize", {"inputs": "a", "add_special_tokens": "yes"}, ["add_special_tokens"]),
+    ("/tokenize", {"inputs": "a", "prompt_name": "nope"}, ["nope", "query"]),
+    ("/tokenize", {"inputs": ["a", 7]}, ["inputs[1]", "token ids"]),
+])
+def test_bad_similarity_and_tokenize_fields_are_422(http, path, body, words):
+    _assert_tei_error(http.post(path, json=body), 422, "validation", *words)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"encoding_format": "float"}, "input"),
+    ({"input": ["a", None]}, "input"),
+    ({"input": "x", "precision": "int4"}, "precision"),
+])
+def test_missing_or_bad_openai_input_is_422_naming_the_field(http, body, param):
+    assert _assert_openai_error(http.post("/v1/embeddings", json=body), 422)["param"] == param
+
+
 def test_malformed_requests_never_get_a_500(http):
     _assert_tei_error(http.post("/embed", content=b"{not json"), 400, "validation", "not valid JSON")
     _assert_openai_error(http.post("/v1/embeddings", content=b"\xff\xfe"), 400, "not valid JSON")
