@@ -96,6 +96,23 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(address, mod
     wire.close()
 
 
+def test_more_pipelined_requests_than_are_read_ahead_are_all_answered_in_order(address, model):
+    """Reading pauses after MAX_PIPELINED unanswered requests and resumes as they are answered."""
+    from edgembed.serve.http import MAX_PIPELINED
+
+    wire = Wire(address)
+    texts = [f"request number {n} of many" for n in range(3 * MAX_PIPELINED)]
+    wire.send(b"".join(embed_request([text]) for text in texts))
+    expected = model.encode(texts)
+    for row, text in enumerate(texts):
+        status, _, body = wire.response()
+        assert status == 200, text
+        np.testing.assert_allclose(json.loads(body), expected[row:row + 1], atol=ATOL)
+    wire.send(embed_request(["read after reading resumed"]))
+    assert wire.response()[0] == 200
+    wire.close()
+
+
 def test_chunked_body_and_expect_100_continue_are_read(address, model):
     wire = Wire(address)
     body = json.dumps({"inputs": ["sent in chunks", "two texts"]}).encode()
