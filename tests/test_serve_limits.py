@@ -63,6 +63,10 @@ def test_api_key_and_environment_variables(export_dir, model, tmp_path):
         assert httpx.get(url + "/health").status_code == 200  # open, for probes
         assert httpx.get(url + "/").status_code == 200  # TEI's health check at the root, open too
         assert "te_request_failure" in httpx.get(url + "/metrics").text  # open, for scrapers
+        # Without the key nothing about the body is answered: not its size, not its syntax.
+        assert httpx.post(url + "/embed", content=b"x" * 20_000).status_code == 401
+        assert httpx.post(url + "/embed", content=b"{not json").status_code == 401
+        assert 'te_request_failure{err="unauthorized"}' in httpx.get(url + "/metrics").text
 
         import openai
 
