@@ -1,5 +1,5 @@
-"""The HTTP routes (on serve/routing.py): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and /health,
-/info, /metrics.
+"""The HTTP routes (on serve/routing.py): OpenAI's /v1/embeddings, TEI's /embed, /, /tokenize, /similarity, and
+/health, /info, /metrics.
 
 Every embedding request goes the same way: key (401), body within --payload-limit (413), JSON (400), fields
 (400/422), a free slot of --max-concurrent-requests (429), tokenization (422 for a text over the limit with
