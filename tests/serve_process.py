@@ -97,3 +97,18 @@ class FailingEmbedder(Embedder):
             self.failures -= 1
             raise RuntimeError("the engine ran out of memory")
         return super().embed(tokens, **options)
+
+
+class GatedEmbedder(Embedder):
+    """A real Embedder whose embed() first waits for its gate: an engine busy or hung until the test releases it."""
+
+    @classmethod
+    def load(cls, *args, **kwargs) -> GatedEmbedder:
+        model = super().load(*args, **kwargs)
+        model.gate, model.entered = threading.Event(), threading.Event()
+        return model
+
+    def embed(self, tokens, **options):
+        self.entered.set()
+        self.gate.wait(60)
+        return super().embed(tokens, **options)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serve_process import serve_in_thread, start_server
+from serve_process import GatedEmbedder, serve_in_thread, start_server
 
 from edgembed.runtime import Embedder
 
@@ -211,24 +211,10 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(model, monkey
         assert time.monotonic() - started < 5
 
 
-class _GatedEmbedder(Embedder):
-    """A real Embedder whose embed() waits for a gate: keeps the engine busy while a test acts."""
-
-    gate = None
-    entered = None
-
-    def embed(self, tokens, **options):
-        self.entered.set()
-        self.gate.wait(60)
-        return super().embed(tokens, **options)
-
-
 def test_a_client_that_goes_away_leaves_the_queue_and_the_others_are_answered(fast_export, model):
     import concurrent.futures
-    import threading
 
-    gated = _GatedEmbedder.load(fast_export, variant="fp32", backend="onnxruntime")
-    gated.gate, gated.entered = threading.Event(), threading.Event()
+    gated = GatedEmbedder.load(fast_export, variant="fp32", backend="onnxruntime")
     try:
         with serve_in_thread(gated) as url:
             host, port = url.removeprefix("http://").split(":")

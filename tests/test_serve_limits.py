@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from fast_model import build_fast_export
-from serve_process import FailingEmbedder, serve_in_thread, start_server
+from serve_process import FailingEmbedder, GatedEmbedder, serve_in_thread, start_server
 
 from edgembed.runtime import Embedder
 
@@ -177,18 +177,6 @@ def _read_response(sock: socket.socket) -> tuple[int, bytes]:
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split(b" ")[1]), body
-
-
-class GatedEmbedder(Embedder):
-    """A real Embedder whose embed() first waits for a gate: an engine that hangs until the test releases it."""
-
-    gate = threading.Event()
-    entered = threading.Event()
-
-    def embed(self, tokens, **options):
-        self.entered.set()
-        self.gate.wait(60)
-        return super().embed(tokens, **options)
 
 
 def test_health_is_503_while_a_batch_hangs(export_dir, model):
