@@ -55,10 +55,11 @@ def activation_group(model) -> int:
     """
     widths = []
     for op in model.get_ops():
-        if op.get_type_name() != "MatMul" or all(_computed(port) for port in op.inputs()):
+        computed = [port for port in op.inputs() if _computed(port)] if op.get_type_name() == "MatMul" else []
+        if len(computed) != 1:  # not a MatMul, or one of activations only
             continue
-        activation = next(port for port in op.inputs() if _computed(port))
-        last = activation.get_partial_shape()[activation.get_partial_shape().rank.get_length() - 1]
+        shape = computed[0].get_partial_shape()
+        last = shape[shape.rank.get_length() - 1]
         if last.is_static:
             widths.append(last.get_length())
     return min([Q8_ACTIVATION_GROUP] + [width // 2 for width in widths if width >= 2])

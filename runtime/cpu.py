@@ -62,7 +62,9 @@ def int8_path() -> Int8Path:
             raise InvalidArgumentError("EDGEMBED_INT8_PATH", forced, " or ".join(INT8_PATHS))
         return INT8_PATHS[forced]
     features = _numpy_cpu_features()
-    flags = _proc_flags() if _flags_match_cpuid(_proc_flags(), features) else frozenset()
+    flags = _proc_flags()
+    if not _flags_match_cpuid(flags, features):
+        flags = frozenset()
     if features.get("AVX512VNNI"):
         return INT8_PATHS["amx" if "amx_int8" in flags else "avx512_vnni"]
     if features.get("AVX2"):
