@@ -32,7 +32,7 @@ from .precision import RANGED_PRECISIONS, check_precision, check_ranges, manifes
 from .selection import AUTO_MIN_COSINE, exported_pairs, select
 from .similarity import similarity_matrix
 from .streams import STREAM_BATCH_TOKENS
-from .tokenization import TokenizedTexts
+from .tokenization import TokenizedTexts, check_unicode
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 # With chunking=True and no chunk_overlap, neighbouring windows share max_length // this many tokens.
@@ -169,11 +169,7 @@ class Embedder:
         """Tokenize texts with the prompt applied, as encode() does; pass the result to embed()."""
         items = _as_texts(texts)
         check_bool("truncate", truncate)
-        prefix = self._prefix(prompt_name, prompt)
-        if prefix:
-            items = [prefix + text for text in items]
-        _check_unicode(items)
-        return self._tokenizer.tokenize(items, truncate=truncate)
+        return self._tokenizer.tokenize(items, prefix=self._prefix(prompt_name, prompt), truncate=truncate)
 
     def embed(self, tokens: TokenizedTexts, *, batch_size: int = 32, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
               normalize: bool | None = None, dim: int | None = None, precision: str = "float32",
@@ -281,7 +277,8 @@ class Embedder:
             "chunk_overlap", chunk_overlap, 0, self.max_length // 2, "at most half of max_length")
         prefix = self._prefix(prompt_name, prompt)
         items = [prefix + text for text in items] if prefix else items
-        _check_unicode(items)
+        for index, text in enumerate(items):
+            check_unicode(f"texts[{index}]", text)
         if not items:
             return self.postprocess(np.zeros((0, self.dimension), np.float32), normalize=normalize, dim=dim,
                                     precision=precision, ranges=ranges)
@@ -380,16 +377,3 @@ def _as_texts(texts: object) -> list[str]:
         if not isinstance(text, str):
             raise InvalidTypeError(f"texts[{index}]", text, "str")
     return items
-
-
-def _check_unicode(items: list[str]) -> None:
-    """tokenizers reports a lone surrogate as a misleading TypeError; name the text instead."""
-    for index, text in enumerate(items):
-        if text.isascii():
-            continue
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"texts[{index}]", text, "valid Unicode text",
-                                       f"{exc.reason} at position {exc.start}; decode your input with "
-                                       "errors='replace'") from None

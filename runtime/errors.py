@@ -5,6 +5,7 @@ builtin (ValueError, TypeError), so `except ValueError` keeps working for caller
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 
 
@@ -22,7 +23,7 @@ class InvalidArgumentError(UsageError, ValueError):
     def __init__(self, name: str, value: object, valid: str, fix: str = "") -> None:
         self.name = name
         self.value = value
-        shown = _shorten(repr(value))
+        shown = bounded_repr(value)
         super().__init__(f"{name}={shown} is not valid: expected {valid}" + (f"; {fix}" if fix else ""))
 
 
@@ -32,7 +33,7 @@ class InvalidTypeError(UsageError, TypeError):
     def __init__(self, name: str, value: object, expected: str, fix: str = "") -> None:
         self.name = name
         self.value = value
-        super().__init__(f"{name} is {type(value).__name__} ({_shorten(repr(value))}), expected {expected}"
+        super().__init__(f"{name} is {type(value).__name__} ({bounded_repr(value)}), expected {expected}"
                          + (f"; {fix}" if fix else ""))
 
 
@@ -44,7 +45,7 @@ class UnknownChoiceError(UsageError, ValueError):
         self.value = value
         self.options = sorted(options)
         listed = ", ".join(repr(o) for o in self.options) or "(none)"
-        message = f"unknown {kind} {_shorten(repr(value))}; available: {listed}"
+        message = f"unknown {kind} {bounded_repr(value)}; available: {listed}"
         super().__init__(message + (f". {hint}" if hint else ""))
 
 
@@ -82,14 +83,30 @@ class NoVariantError(EdgembedError):
 class InputTooLongError(EdgembedError, ValueError):
     """A text has more tokens than max_length and truncation was turned off."""
 
-    def __init__(self, index: int, tokens: int, max_length: int) -> None:
+    def __init__(self, index: int, tokens: int, max_length: int, *, characters: int | None = None,
+                 characters_read: int | None = None) -> None:
         self.index = index
-        self.tokens = tokens
+        self.tokens = tokens  # counted in the characters read: a lower bound when only the start was read
         self.max_length = max_length
-        super().__init__(
-            f"text at index {index} has {tokens} tokens, more than max_length={max_length}; "
-            "shorten it, or call encode(..., truncate=True) to cut it"
-        )
+        self.characters = characters
+        self.characters_read = characters_read
+        super().__init__(f"text at index {index} {self.size_phrase}; shorten it, or call encode(..., "
+                         "truncate=True) to cut it")
+
+    @property
+    def exact(self) -> bool:
+        return self.characters_read is None or self.characters_read >= (self.characters or 0)
+
+    @property
+    def size_phrase(self) -> str:
+        """How long the text is, in the words this error can vouch for."""
+        if self.exact:
+            return f"has {self.tokens} tokens, more than max_length={self.max_length}"
+        if self.tokens > self.max_length:
+            return (f"has more than max_length={self.max_length} tokens ({self.tokens} in its first "
+                    f"{self.characters_read} characters)")
+        return (f"has {self.characters} characters, more than the {self.characters_read} that are read of one "
+                f"text (max_length={self.max_length} x {self.characters_read // self.max_length})")
 
 
 class MissingRangesError(UsageError, ValueError):
@@ -127,5 +144,14 @@ def check_optional_str(name: str, value: object) -> str | None:
     return value
 
 
-def _shorten(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def bounded_repr(value: object, limit: int = 80) -> str:
+    """repr() cut to `limit` characters, safe on any value: a caller's deeply nested list or a 50 MB string is
+    never formatted whole (repr() of deep nesting raises RecursionError)."""
+    text = _REPR.repr(value)
+    if isinstance(value, (str, bytes)) and len(value) > _REPR.maxstring:
+        return f"{text[:limit]}... ({len(value)} characters)"
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 6, 4

@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from .errors import InputTooLongError, ModelFileError
+from .errors import InputTooLongError, InvalidArgumentError, ModelFileError
 
-# Texts longer than max_length x this many characters are cut before tokenizing (the tokenizer's cost grows with
-# the whole text, truncation or not); the cut is checked to leave enough tokens, else the whole text is used.
-CHARACTERS_PER_TOKEN_CAP = 64
-# Tokens past max_length that a cut text must still yield, so a word split by the cut cannot reach the kept part.
+# A text is tokenized from a prefix of max_length x this many characters: the tokenizer's cost (and the GIL
+# while Python hands it the string) grows with the characters it reads, and the model keeps max_length tokens.
+CHARACTERS_PER_TOKEN = 64
+# A prefix that yields too few tokens (long runs of spaces, words the vocabulary reads as one [UNK]) is read
+# further, doubling, up to max_length x this many characters; what lies past that never reaches the model.
+MOST_CHARACTERS_PER_TOKEN = 256
+# Tokens past max_length that a cut prefix must still yield, so a word split by the cut cannot reach the kept part.
 _CUT_MARGIN_TOKENS = 8
 
 
@@ -73,34 +76,55 @@ class TextTokenizer:
         self._tokenizer.enable_truncation(max_length=max_length)
         self._pad_token_id = pad_token_id
         self._windowing: dict[int, Tokenizer] = {}  # overlap -> a private copy that truncates with that stride
-        self._counter: Tokenizer | None = None  # a private copy without truncation, for exact token counts
+        self._counter: Tokenizer | None = None  # a private copy without truncation, for token counts
 
     @property
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def tokenize(self, texts: list[str], truncate: bool = True) -> TokenizedTexts:
-        """Tokenize every text in one call (the parallel Rust batch path); InputTooLongError when a text is
-        over max_length and `truncate` is False."""
-        cap = self.max_length * CHARACTERS_PER_TOKEN_CAP
-        encodings = self._tokenizer.encode_batch([text[:cap] for text in texts], add_special_tokens=True)
+    def tokenize(self, texts: list[str], *, prefix: str = "", truncate: bool = True) -> TokenizedTexts:
+        """`prefix` + each text, tokenized in batch calls that release the GIL; only a prefix of a long text is read
+        (CHARACTERS_PER_TOKEN). InputTooLongError when a text is over max_length and `truncate` is False."""
+        budget = self.max_length * CHARACTERS_PER_TOKEN
+        encodings = self._encode_batch(self._tokenizer, [prefix + text[:budget] for text in texts], texts)
+        read = [min(len(text), budget) for text in texts]
         for index, text in enumerate(texts):
-            if len(text) > cap and _overflow_tokens(encodings[index]) < _CUT_MARGIN_TOKENS:
-                encodings[index] = self._tokenizer.encode(text, add_special_tokens=True)  # the cut left too few
-        truncated = tuple(bool(encoding.overflowing) for encoding in encodings)
-        if not truncate:
-            for index, cut in enumerate(truncated):
-                if cut:
-                    raise InputTooLongError(index, self.count_tokens(texts[index]), self.max_length)
+            if read[index] < len(text) and _overflow_tokens(encodings[index]) < _CUT_MARGIN_TOKENS:
+                encodings[index], read[index] = self._read_further(prefix, text, index, budget)
+        truncated = tuple(bool(encoding.overflowing) or read[index] < len(texts[index])
+                          for index, encoding in enumerate(encodings))
+        if not truncate and any(truncated):
+            index = truncated.index(True)
+            raise InputTooLongError(index, self._count_tokens(prefix + texts[index][:read[index]]), self.max_length,
+                                    characters=len(texts[index]), characters_read=read[index])
         return TokenizedTexts(tuple(encodings), truncated)
 
-    def count_tokens(self, text: str) -> int:
-        """Token count without truncation, on a private copy so the shared tokenizer is never reconfigured."""
+    def _read_further(self, prefix: str, text: str, index: int, budget: int) -> tuple[Encoding, int]:
+        """The encoding of a longer prefix of `text`, doubling until the tokens pass max_length with a margin, the
+        text ends or MOST_CHARACTERS_PER_TOKEN is reached; returns it with the characters read."""
+        ceiling = self.max_length * MOST_CHARACTERS_PER_TOKEN
+        while True:
+            budget = min(2 * budget, ceiling, len(text))
+            encoding = self._encode_batch(self._tokenizer, [prefix + text[:budget]], [text], first=index)[0]
+            if budget in (ceiling, len(text)) or _overflow_tokens(encoding) >= _CUT_MARGIN_TOKENS:
+                return encoding, budget
+
+    def _count_tokens(self, text: str) -> int:
+        """Tokens without truncation, on a private copy so the shared tokenizer is never reconfigured."""
         if self._counter is None:
             counter = Tokenizer.from_str(self._tokenizer.to_str())
             counter.no_truncation()
             self._counter = counter
-        return len(self._counter.encode(text, add_special_tokens=True).ids)
+        return len(self._encode_batch(self._counter, [text], [text])[0])
+
+    @staticmethod
+    def _encode_batch(tokenizer: Tokenizer, inputs: list[str], texts: list[str], first: int = 0) -> list[Encoding]:
+        try:
+            return tokenizer.encode_batch(inputs, add_special_tokens=True)
+        except TypeError:  # tokenizers' answer to a lone surrogate: name the text instead
+            for offset, text in enumerate(inputs):
+                check_unicode(f"texts[{first + offset}]", text)
+            raise
 
     def encode_windows(self, texts: list[str], overlap: int) -> list[list[Encoding]]:
         """Every text as windows of at most max_length tokens, each with its special tokens, sharing `overlap`
@@ -136,3 +160,14 @@ def _load(path: Path) -> Tokenizer:
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
         raise ModelFileError(path, f"cannot be loaded as a tokenizers file ({str(exc)[:200]})") from None
+
+
+def check_unicode(name: str, text: str) -> None:
+    """Text that cannot be encoded as UTF-8 (a lone surrogate) is named with the position of the fault."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(name, text, "valid Unicode text", f"{exc.reason} at position {exc.start}; "
+                                   "decode your input with errors='replace'") from None
