@@ -150,9 +150,11 @@ def start_edgembed(export_dir: Path, threads: int, log_path: Path) -> tuple[subp
                "--threads", str(threads), "--port", "0", "--max-client-batch-size", str(PASSAGES)]
     process, url = start_process(command, re.compile(r"listening on (http://[\d.]+:\d+)"), log_path)
     port = int(url.rsplit(":", 1)[1])
-    model_id = json.loads((export_dir / "manifest.json").read_text())["source"]["model"]
     wait_until_serving("127.0.0.1", port, "/v1/embeddings", {"input": "ready?"})
-    return process, port, model_id
+    import httpx
+
+    served = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]["id"]  # what a client looks up
+    return process, port, served
 
 
 def infinity_view(export_dir: Path) -> Path:

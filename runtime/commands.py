@@ -22,15 +22,20 @@ def add_export_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="OUT", type=Path, help="directory written by 'edgembed export'")
 
 
-def add_load_options(parser: argparse.ArgumentParser) -> None:
-    """The Embedder.load options, shared by every command that loads an export."""
+LOAD_FLAGS = ("--variant", "--backend", "--max-length", "--threads", "--streams", "--verify", "--auto-min-cosine")
+
+
+def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | None = None) -> None:
+    """The Embedder.load options, shared by every command that loads an export; `choice_default` is what
+    --variant and --backend default to (None: edgembed's order for this CPU)."""
     from .backends import BACKENDS
     from .selection import ORDER
 
     dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in ORDER["vnni"]))  # the table's names, in order
-    parser.add_argument("--variant", help=f"a variant OUT holds ({dtypes}), or auto: the fastest faithful one "
-                                          "(default: edgembed's order for this CPU)")
-    parser.add_argument("--backend", help=f"{', '.join(BACKENDS)} or auto (default: edgembed's order for this CPU)")
+    default = f"default: {choice_default}" if choice_default else "default: edgembed's order for this CPU"
+    parser.add_argument("--variant", default=choice_default,
+                        help=f"a variant OUT holds ({dtypes}), or auto: the fastest faithful one ({default})")
+    parser.add_argument("--backend", default=choice_default, help=f"{', '.join(BACKENDS)} or auto ({default})")
     parser.add_argument("--max-length", type=int, metavar="N", help="token limit per text (default: the manifest's)")
     parser.add_argument("--threads", type=int, metavar="N", help="inference threads (default: the physical cores)")
     parser.add_argument("--streams", type=int, metavar="N",

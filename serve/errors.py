@@ -12,10 +12,10 @@ from edgembed.runtime.errors import EdgembedError
 EMPTY, VALIDATION, TOKENIZER, OVERLOADED, BACKEND, UNHEALTHY = (
     "empty", "validation", "tokenizer", "overloaded", "backend", "unhealthy")
 # Ours, where TEI answers with a bare status.
-UNAUTHORIZED, PAYLOAD_TOO_LARGE, NOT_FOUND, METHOD_NOT_ALLOWED = (
-    "unauthorized", "payload_too_large", "not_found", "method_not_allowed")
+UNAUTHORIZED, PAYLOAD_TOO_LARGE, NOT_FOUND, METHOD_NOT_ALLOWED, TIMEOUT = (
+    "unauthorized", "payload_too_large", "not_found", "method_not_allowed", "timeout")
 STATUS = {EMPTY: 400, VALIDATION: 422, TOKENIZER: 422, OVERLOADED: 429, BACKEND: 424, UNHEALTHY: 503,
-          UNAUTHORIZED: 401, PAYLOAD_TOO_LARGE: 413, NOT_FOUND: 404, METHOD_NOT_ALLOWED: 405}
+          UNAUTHORIZED: 401, PAYLOAD_TOO_LARGE: 413, NOT_FOUND: 404, METHOD_NOT_ALLOWED: 405, TIMEOUT: 408}
 
 
 class ServeError(EdgembedError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgembed.runtime.errors import bounded_repr
 from edgembed.runtime.precision import PRECISIONS
 
 from .errors import EMPTY, ApiError
@@ -49,7 +50,7 @@ def parse_openai(body: object, settings: ServeSettings, *, served_name: str, dim
     body = _object(body)
     model = body.get("model")
     if model is not None and model != served_name:
-        raise ApiError(f"The model {model!r} does not exist; this server serves {served_name!r}",
+        raise ApiError(f"The model {_show(model)} does not exist; this server serves {served_name!r}",
                        status=404, param="model", code="model_not_found")
     encoding_format = body.get("encoding_format")
     if encoding_format is None:
@@ -185,5 +186,4 @@ def _prompt_name(body: dict) -> str | None:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+    return bounded_repr(value, limit=60)

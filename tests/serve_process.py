@@ -69,20 +69,23 @@ def start_server(model_dir: Path | None, log: Path, *args: str, env: dict[str, s
 
 @contextlib.contextmanager
 def serve_in_thread(model: Embedder, **settings) -> Iterator[str]:
-    """The server app on a thread of this process (so a test can hand it a patched Embedder); yields its URL."""
-    from edgembed.serve.server import build_server
+    """The server on a thread of this process (so a test can hand it a patched Embedder); yields its URL."""
+    from edgembed.serve.server import serve
     from edgembed.serve.settings import ServeSettings
 
-    server = build_server(model, ServeSettings(port=0, **settings))
-    thread = threading.Thread(target=server.run, daemon=True)
+    stop, listening = threading.Event(), []
+    thread = threading.Thread(target=serve, args=(model, ServeSettings(port=0, **settings)),
+                              kwargs={"stop": stop, "announce": lambda host, port: listening.append(port)},
+                              daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
+        while not listening and time.monotonic() < deadline:
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{server.port}"
+        assert listening, "the server did not start listening"
+        yield f"http://127.0.0.1:{listening[0]}"
     finally:
-        server.stop()
+        stop.set()
         thread.join(30)
 
 

@@ -176,7 +176,7 @@ def test_text_over_the_limit_without_truncation_is_422_naming_index_and_tokens(h
     tokens = len(model.tokenize([LONG_TEXT], truncate=True).encodings[0].ids)
     assert tokens == MAX_LENGTH
     response = http.post("/embed", json={"inputs": ["short", LONG_TEXT], "truncate": False})
-    body = _assert_tei_error(response, 422, "validation", "index 1", f"limit of {MAX_LENGTH}")
+    body = _assert_tei_error(response, 422, "validation", "index 1", f"max_length={MAX_LENGTH}")
     count = int(re.search(r"has (\d+) tokens", body["error"]).group(1))
     assert count > MAX_LENGTH
 

@@ -29,11 +29,13 @@ def test_serves_the_tiny_modernbert_q8(tiny_export, parity_texts, tmp_path, back
         from openai import OpenAI
 
         client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        name = client.models.list().data[0].id
+        assert name == tiny_export.name  # an export from a local folder is served by the folder's name, no path
         texts = [text for text in parity_texts if text.strip()]
         chunks = [texts[start:start + 8] for start in range(0, len(texts), 8)]
 
         def ask(chunk: list[str]) -> np.ndarray:
-            data = client.embeddings.create(input=chunk, model=model.model_id).data  # base64, the default
+            data = client.embeddings.create(input=chunk, model=name).data  # base64, the default
             return np.array([item.embedding for item in data])
 
         for chunk in chunks:  # one request at a time: the same batch as encode(chunk)
@@ -44,8 +46,8 @@ def test_serves_the_tiny_modernbert_q8(tiny_export, parity_texts, tmp_path, back
             cosines = (served * model.encode(chunk)).sum(axis=1)
             assert cosines.min() > BATCH_DEPENDENT_COSINE[backend], cosines.min()
         long_text = " ".join(texts) * 4  # over the 256-token limit: cut, as encode cuts it
-        cut = client.embeddings.create(input=[long_text], model=model.model_id, encoding_format="float")
+        cut = client.embeddings.create(input=[long_text], model=name, encoding_format="float")
         np.testing.assert_allclose(cut.data[0].embedding, model.encode(long_text), atol=1e-5)
-        assert cut.model == model.model_id and cut.usage.prompt_tokens == model.max_length
+        assert cut.model == name and cut.usage.prompt_tokens == model.max_length
     finally:
         assert server.stop() == 0, server.output()

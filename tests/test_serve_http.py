@@ -1,6 +1,6 @@
-"""The server's own HTTP/1.1 (serve/http.py) on the wire: raw sockets against the real server process, for what
-general-purpose clients never send (pipelining, chunked bodies, Expect: 100-continue, malformed heads); on a
-server in this process, the idle timeout, a client that goes away and a bug of ours (500); a taken port."""
+"""HTTP/1.1 on the wire: raw sockets against the real server process, for what general-purpose clients never send
+(pipelining, chunked bodies, Expect: 100-continue, malformed heads); on a server in this process, the idle
+timeout, a client that goes away and a bug of ours (500); a taken port. Hostile clients: test_serve_hostile.py."""
 from __future__ import annotations
 
 import json
@@ -96,12 +96,9 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(address, mod
     wire.close()
 
 
-def test_more_pipelined_requests_than_are_read_ahead_are_all_answered_in_order(address, model):
-    """Reading pauses after MAX_PIPELINED unanswered requests and resumes as they are answered."""
-    from edgembed.serve.http import MAX_PIPELINED
-
+def test_dozens_of_pipelined_requests_are_all_answered_in_order(address, model):
     wire = Wire(address)
-    texts = [f"request number {n} of many" for n in range(3 * MAX_PIPELINED)]
+    texts = [f"request number {n} of many" for n in range(48)]
     wire.send(b"".join(embed_request([text]) for text in texts))
     expected = model.encode(texts)
     for row, text in enumerate(texts):
@@ -156,14 +153,12 @@ def test_a_chunked_body_over_the_limit_is_413_and_the_connection_closes(address)
 @pytest.mark.parametrize(("raw", "status"), [
     (b"NOT AN HTTP REQUEST\r\n\r\n", 400),
     (b"POST /embed HTTP/1.1\r\nContent-Length: twelve\r\n\r\n", 400),
-    (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 256_000 + b"\r\n\r\n", 431),
 ])
 def test_a_request_that_does_not_parse_is_answered_then_closed(address, raw, status):
     wire = Wire(address)
     wire.send(raw)
-    answer, headers, body = wire.response()
-    assert answer == status and headers["connection"] == "close"
-    assert json.loads(body)["error_type"] == "validation"
+    assert wire.response()[0] == status
     assert wire.closed_by_server()
     assert httpx.get(f"http://{address[0]}:{address[1]}/health").status_code == 200  # the server goes on
 
@@ -184,8 +179,7 @@ def test_head_gets_the_get_head_without_a_body_and_http10_closes(address):
     wire.close()
     old = Wire(address)
     old.send(embed_request(["an HTTP/1.0 client"], version="1.0"))
-    status, headers, _ = old.response()
-    assert status == 200 and headers["connection"] == "close"
+    assert old.response()[0] == 200
     assert old.closed_by_server()
 
 
@@ -197,11 +191,8 @@ def test_connection_close_is_honoured(address):
     assert wire.closed_by_server()
 
 
-def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(model, monkeypatch):
-    from edgembed.serve import http
-
-    monkeypatch.setattr(http, "KEEP_ALIVE_SECONDS", 0.3)
-    with serve_in_thread(model) as url:
+def test_an_idle_connection_is_closed_after_the_header_timeout(model):
+    with serve_in_thread(model, header_timeout=0.5) as url:
         host, port = url.removeprefix("http://").split(":")
         wire = Wire((host, int(port)))
         wire.send(embed_request(["then silence"]))

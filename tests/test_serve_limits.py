@@ -202,10 +202,10 @@ def test_health_is_503_while_a_batch_hangs(export_dir, model):
 
 def test_base_install_pulls_no_web_framework():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    frameworks = ("starlette", "uvicorn", "fastapi", "httptools", "uvloop", "orjson")
+    frameworks = ("starlette", "uvicorn", "granian", "fastapi", "httptools", "uvloop", "orjson")
     assert not [dep for dep in project["dependencies"] if dep.startswith(frameworks)]
     assert {dep.split(">")[0].split(";")[0] for dep in project["optional-dependencies"]["server"]} >= {
-        "httptools", "orjson"}
+        "granian", "starlette", "orjson"}
     probe = ("import sys; from edgembed.cli import build_parser; build_parser(); "
              f"print(sorted(m for m in {frameworks!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -213,8 +213,8 @@ def test_base_install_pulls_no_web_framework():
 
 
 def test_serve_without_the_server_extra_says_what_to_install(export_dir):
-    """httptools made unimportable: one line naming the extra, exit 1, before any model is loaded."""
-    probe = ("import sys; sys.modules['httptools'] = None; from edgembed.cli import main; "
+    """granian made unimportable: one line naming the extra, exit 1, before any model is loaded."""
+    probe = ("import sys; sys.modules['granian'] = None; from edgembed.cli import main; "
              f"sys.exit(main(['serve', {str(export_dir)!r}]))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
