@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from http_load import build_request, new_event_loop, percentile, run_clients  # noqa: E402
+from http_servers import SERVERS, server_command  # noqa: E402
 from run import OtherLoad, git_state, machine_info, pin_threads  # noqa: E402
 
 MODELS = ("minilm", "modernbert-base")
@@ -145,11 +146,22 @@ def wait_until_serving(host: str, port: int, path: str, body: dict, timeout: flo
     raise RuntimeError(f"nothing answered on {host}:{port}{path}")
 
 
-def start_edgembed(export_dir: Path, threads: int, log_path: Path) -> tuple[subprocess.Popen, int, str]:
-    command = [sys.executable, "-m", "edgembed", "serve", str(export_dir), "--variant", VARIANT, "--backend", BACKEND,
-               "--threads", str(threads), "--port", "0", "--max-client-batch-size", str(PASSAGES)]
-    process, url = start_process(command, re.compile(r"listening on (http://[\d.]+:\d+)"), log_path)
-    port = int(url.rsplit(":", 1)[1])
+def start_edgembed(export_dir: Path, threads: int, log_path: Path, server: str = "edgembed"
+                   ) -> tuple[subprocess.Popen, int, str]:
+    """`edgembed serve`, or (`server` another of http_servers.SERVERS) the same app under that server's CLI."""
+    if server == "edgembed":
+        command = [sys.executable, "-m", "edgembed", "serve", str(export_dir), "--variant", VARIANT, "--backend",
+                   BACKEND, "--threads", str(threads), "--port", "0", "--max-client-batch-size", str(PASSAGES)]
+        process, url = start_process(command, re.compile(r"listening on (http://[\d.]+:\d+)"), log_path)
+        port = int(url.rsplit(":", 1)[1])
+    else:
+        from edgembed.serve.servers import free_port
+
+        port = free_port("127.0.0.1")
+        env = {"EDGEMBED_MODEL_DIR": str(export_dir), "EDGEMBED_VARIANT": VARIANT, "EDGEMBED_BACKEND": BACKEND,
+               "EDGEMBED_THREADS": str(threads), "EDGEMBED_MAX_CLIENT_BATCH_SIZE": str(PASSAGES)}
+        process, _ = start_process(server_command(server, port, "edgembed.serve.app:app_from_environment"), None,
+                                   log_path, env=env)
     wait_until_serving("127.0.0.1", port, "/v1/embeddings", {"input": "ready?"})
     import httpx
 
@@ -306,6 +318,19 @@ def run_model(name: str, args: argparse.Namespace, plan: dict) -> dict:
         runs_exit = stop(process)
     runs["exit_code"] = runs_exit
     result["engines"]["edgembed serve"] = runs
+
+    for server in args.http_servers:
+        if server == "edgembed":
+            continue
+        log(f"{name}: the same app under {server}")
+        process, port, model_id = start_edgembed(export_dir, args.threads, logs / f"{name}-{server}.log", server)
+        try:
+            runs = server_runs(port, model_id, queries, passages, plan)
+            runs["cosine_min_to_in_process"] = agreement(port, model_id, passages, reference)
+            runs["x64_interleaved"] = interleaved_x64(port, model_id, local_model, queries, plan)
+        finally:
+            runs["exit_code"] = stop(process)
+        result["engines"][f"app under {server}"] = runs
     del local_model
 
     if plan["rss"]:
@@ -420,6 +445,10 @@ def markdown(results: dict) -> str:
                      f"{100 * t['x64_vs_in_process_batched']:.1f}% (the table's runs, minutes apart); median of "
                      f"{INTERLEAVED_ROUNDS} interleaved rounds {100 * t.get('x64_interleaved_median', 0):.1f}% "
                      "(target >= 85%)")
+        for engine, data in engines.items():
+            if "x64_interleaved" in data:
+                lines.append(f"- {engine}: 64 clients, median of {INTERLEAVED_ROUNDS} interleaved rounds against "
+                             f"in-process encode of 64: {100 * data['x64_interleaved']['ratio_median']:.1f}%")
         if "x64_vs_infinity" in t:
             lines.append(f"- vs infinity: 64 clients texts/s {t['x64_vs_infinity']:.2f}x (target >= 2x); 1 client p50 "
                          f"{t['x1_p50_vs_infinity']:.2f}x and p99 {t['x1_p99_vs_infinity']:.2f}x of infinity's "
@@ -449,6 +478,8 @@ def main() -> int:
     parser.add_argument("--infinity-port", type=int, default=7997)
     parser.add_argument("--skip-infinity", action="store_true")
     parser.add_argument("--no-rss", action="store_true", help="skip the 10,000-request RSS phase")
+    parser.add_argument("--http-servers", nargs="+", choices=SERVERS, default=["edgembed"],
+                        help="also run the same app under these servers' own CLIs (edgembed: `edgembed serve`)")
     parser.add_argument("--query-requests", type=int, default=1920, help="single-query requests per workload")
     parser.add_argument("--batch-requests", type=int, default=24, help="32-passage requests per workload")
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke test of the script")

@@ -1,19 +1,16 @@
-"""Which HTTP stack for `edgembed serve`: the HTTP cost alone, without a model.
+"""Which HTTP server for `edgembed serve`: the HTTP cost alone, without a model.
 
-Each stack serves one route that parses an OpenAI-style body and answers with a fixed 384-float embedding
-(orjson), the shape of a MiniLM answer; a fresh server process per stack, the lean keep-alive client of
-http_load.py on the same machine. Prints p50/p99 of one client, the requests/s of 64 clients and the CPU per
-request of the server and of the client under 64 clients. The "httptools-protocol" row is not an ASGI stack: a
-minimal HTTP/1.1 protocol on httptools and uvloop (keep-alive, one write per response, no error handling), the
-floor a hand-written server could reach; "edgembed-http" is edgembed's own server (serve/http.py) with the same
-route. The ASGI rows need `pip install uvicorn starlette fastapi` and are skipped without them.
+One route that parses an OpenAI-style body and answers a fixed 384-float embedding (orjson), the shape of a MiniLM
+answer, as a Starlette app (the stack `edgembed serve` ships) or a bare ASGI callable, under each server of
+http_servers.py; a fresh server process per row, the lean keep-alive client of http_load.py on the same machine.
+Prints p50/p99 of one client, the requests/s of 64 clients and the CPU per request of the server (its process tree)
+and of the client under 64 clients.
 
-    python benchmarks/serve_frameworks.py --requests 3000
+    python benchmarks/serve_frameworks.py --requests 3000 --out benchmarks/results/serve/frameworks.json
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -25,11 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_load import build_request, cpu_seconds, new_event_loop, percentile, run_clients  # noqa: E402
+from http_servers import SERVERS, server_command  # noqa: E402
 
-STACKS = ("bare-asgi", "starlette", "fastapi", "httptools-protocol", "edgembed-http")
-# Stacks that run their own server instead of uvicorn.
-OWN_SERVER = {"httptools-protocol", "edgembed-http"}
-SERVERS = ("httptools+uvloop", "h11+asyncio")
+STACKS = ("starlette", "bare-asgi")
 
 APP = '''
 import orjson, numpy as np
@@ -42,69 +37,25 @@ def answer(payload):
                          "usage": {"prompt_tokens": 1, "total_tokens": 1}},
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
-STACK = "STACK_NAME"
-if STACK == "bare-asgi":
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        content = answer(orjson.loads(body))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(content)).encode())]})
-        await send({"type": "http.response.body", "body": content})
-elif STACK == "httptools-protocol":
-    import asyncio, sys, httptools, uvloop
+async def bare(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    content = answer(orjson.loads(body))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
 
-    class Protocol(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport, self.parser, self.body = transport, httptools.HttpRequestParser(self), []
 
-        def data_received(self, data):
-            self.parser.feed_data(data)
-
-        def on_body(self, chunk):
-            self.body.append(chunk)
-
-        def on_message_complete(self):
-            body, self.body = b"".join(self.body), []
-            asyncio.get_running_loop().create_task(self.respond(body))
-
-        async def respond(self, body):
-            content = answer(orjson.loads(body))
-            head = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: %d\\r\\n\\r\\n"
-            self.transport.write(head % len(content) + content)
-
-    async def main(port):
-        server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port)
-        await server.serve_forever()
-
-    if __name__ == "__main__":
-        uvloop.run(main(int(sys.argv[1])))
-elif STACK == "edgembed-http":
-    import contextlib, sys
-    from edgembed.serve.http import HttpServer
-    from edgembed.serve.routing import App, Response
-
-    async def embeddings(request):
-        return Response(answer(orjson.loads(request.body)), media_type="application/json")
-
-    async def missing(request):
-        return Response(b"", 404)
-
-    @contextlib.asynccontextmanager
-    async def nothing():
-        yield
-
-    if __name__ == "__main__":
-        app = App({"/v1/embeddings": {"POST": embeddings}}, not_found=missing, not_allowed=missing)
-        HttpServer(app, host="127.0.0.1", port=int(sys.argv[1]), payload_limit=2_000_000, lifespan=nothing).run()
-elif STACK == "starlette":
+def starlette_app():
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
@@ -112,23 +63,11 @@ elif STACK == "starlette":
     async def embeddings(request):
         return Response(answer(orjson.loads(await request.body())), media_type="application/json")
 
-    app = Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
-else:
-    from typing import Union
-    from fastapi import FastAPI
-    from fastapi.responses import Response
-    from pydantic import BaseModel
+    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
 
-    class EmbeddingRequest(BaseModel):
-        input: Union[str, list[str]]
-        model: str = "m"
-        encoding_format: str = "float"
 
-    app = FastAPI()
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: EmbeddingRequest):
-        return Response(answer(request.model_dump()), media_type="application/json")
+def bare_asgi_app():
+    return bare
 '''
 
 
@@ -139,14 +78,9 @@ def free_port() -> int:
 
 
 def start(stack: str, server: str, port: int, work: Path) -> subprocess.Popen:
-    module = work / f"app_{stack.replace('-', '_')}.py"
-    module.write_text(APP.replace("STACK_NAME", stack))
-    http, loop = ("httptools", "uvloop") if server == "httptools+uvloop" else ("h11", "asyncio")
-    command = [sys.executable, "-m", "uvicorn", f"{module.stem}:app", "--port", str(port), "--http", http,
-               "--loop", loop, "--no-access-log", "--log-level", "warning", "--app-dir", str(work)]
-    if stack in OWN_SERVER:
-        command = [sys.executable, str(module), str(port)]
-    process = subprocess.Popen(command)
+    (work / "fixed_answer.py").write_text(APP)
+    command = server_command(server, port, f"fixed_answer:{stack.replace('-', '_')}_app")
+    process = subprocess.Popen(command, cwd=work, env={**os.environ, "PYTHONPATH": str(work)})
     deadline = time.time() + 30
     while time.time() < deadline and process.poll() is None:
         try:
@@ -181,25 +115,24 @@ def measure(stack: str, server: str, requests: int, work: Path) -> dict:
 
 
 def process_cpu(pid: int) -> float:
-    return sum(cpu_seconds(f"/proc/{pid}/stat"))
+    """CPU seconds of a process and its children (Granian's CLI serves from a worker process)."""
+    total = sum(cpu_seconds(f"/proc/{pid}/stat"))
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        total += sum(process_cpu(int(child)) for child in children.read_text().split())
+    return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
-    needs = {"bare-asgi": ["uvicorn"], "starlette": ["uvicorn", "starlette"], "fastapi": ["uvicorn", "fastapi"]}
-    for stack, modules in needs.items():
-        missing = [module for module in modules if importlib.util.find_spec(module) is None]
-        if stack in args.stacks and missing:
-            print(f"skipping {stack}: not installed (pip install {' '.join(missing)})", file=sys.stderr)
-            args.stacks.remove(stack)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "edgembed-serve-frameworks"
     work.mkdir(parents=True, exist_ok=True)
-    rows = [measure(stack, server, args.requests, work) for server in SERVERS for stack in args.stacks
-            if not (stack in OWN_SERVER and server != "httptools+uvloop")]
+    rows = [measure(stack, server, args.requests, work) for server in args.servers for stack in args.stacks]
     print("| stack | server | 1 client p50 ms | p99 ms | 64 clients req/s | server CPU us/req | client CPU us/req |\n"
           "|---|---|---|---|---|---|---|")
     for row in rows:
