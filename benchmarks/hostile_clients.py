@@ -58,9 +58,12 @@ def commands(name: str, export: Path, port: int) -> tuple[list[str], dict[str, s
     return server_command(name, port, FACTORY, limit=LIMIT), env
 
 
+PROCESS_RSS_MB = hostile.rss_mb
+
+
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its children (Granian's CLI serves from a worker process)."""
-    total = hostile.rss_mb(pid)
+    total = PROCESS_RSS_MB(pid)
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         for child in children.read_text().split():
@@ -86,7 +89,7 @@ def run_server(name: str, export: Path, log_dir: Path) -> dict:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)
-    original_rss = hostile.rss_mb
+    hostile.warm_up(target)
     hostile.rss_mb = tree_rss_mb  # the scenarios measure the whole tree
     results: dict = {"rss_start_mb": round(tree_rss_mb(process.pid), 1), "scenarios": {}}
     try:
@@ -104,7 +107,7 @@ def run_server(name: str, export: Path, log_dir: Path) -> dict:
                 break
         results["rss_end_mb"] = round(tree_rss_mb(process.pid), 1) if process.poll() is None else None
     finally:
-        hostile.rss_mb = original_rss
+        hostile.rss_mb = PROCESS_RSS_MB
     results["sigterm"] = sigterm_with_trickler(process, target)
     print(f"  {name:10s} {'SIGTERM while a body trickles':58s} {results['sigterm']}", flush=True)
     return results

@@ -85,14 +85,19 @@ class Batcher:
         return await future
 
     def health(self) -> str | None:
-        """None when healthy, else why not: the batcher stopped, or a batch has run past the health timeout."""
-        if self._task is None or self._task.done():
+        """None when healthy, else why not: the batcher stopped, or a batch has run past the health timeout (not
+        started yet is healthy: an app mounted in another starts batching with its first request)."""
+        if self._task is not None and self._task.done():
             return "the batcher is not running"
         since = self._running_since
         if since is not None and time.monotonic() - since > self._health_timeout:
             return (f"a batch has been running for {time.monotonic() - since:.0f} s, longer than the health "
                     f"timeout of {self._health_timeout:g} s: the engine looks hung")
         return None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
 
     @property
     def queued(self) -> int:

@@ -51,8 +51,10 @@ class EmbeddingService:
         self.in_flight = 0
 
     def start(self) -> None:
-        """Start batching on the running event loop (the app's lifespan calls this)."""
-        self.batcher.start()
+        """Start batching on the running event loop (the app's lifespan, or the first request of an app mounted in
+        another whose lifespan does not reach it)."""
+        if not self.batcher.started:
+            self.batcher.start()
 
     async def close(self) -> None:
         """Answer everything queued, then stop batching."""
@@ -68,6 +70,7 @@ class EmbeddingService:
                            f"(--max-concurrent-requests) is {self.settings.max_concurrent_requests}; retry shortly",
                            OVERLOADED, headers={"Retry-After": "1"})
         self._check_ranges(request)
+        self.start()
         self.in_flight += 1
         try:
             tokens = await self.tokenize(request.texts, prompt_name=request.prompt_name, truncate=request.truncate)

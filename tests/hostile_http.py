@@ -116,6 +116,16 @@ def embed_seconds(target: Target, timeout: float = 30.0) -> tuple[int, float]:
     return status, time.perf_counter() - started
 
 
+def warm_up(target: Target) -> None:
+    """One text and two texts (the engine's latency path and its batch streams), as `edgembed serve` does before
+    its first client: allocations of first use are not charged to a scenario."""
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else None
+    with connect(target) as sock:
+        for texts in (["warm up"], ["warm up", "the second stream"]):
+            sock.sendall(embed_request(texts, headers=headers))
+            read_response(sock)
+
+
 def _fill(sock: socket.socket, data: bytearray) -> None:
     chunk = sock.recv(65536)
     if not chunk:

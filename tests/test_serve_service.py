@@ -80,3 +80,39 @@ def test_a_failure_is_counted_under_teis_label(model):
 
     metrics = _serve(model, work)
     assert 'te_request_failure{err="batch_size"} 1' in metrics and 'te_request_failure{err="overloaded"} 1' in metrics
+
+
+def test_the_app_mounted_in_another_starlette_app_serves_without_its_own_lifespan(model):
+    """A mounted app's lifespan never runs (Starlette does not forward it): batching starts with the first request."""
+    import threading
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from edgembed.serve import create_app
+    from edgembed.serve.servers import run_granian
+
+    async def home(request):
+        return PlainTextResponse("the user's own app")
+
+    parent = Starlette(routes=[Route("/", home), Mount("/embeddings-service", create_app(model))])
+    stop, listening = threading.Event(), []
+    thread = threading.Thread(target=run_granian, args=(parent, ServeSettings(port=0),
+                                                         lambda host, port: listening.append(port), stop), daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if listening:
+                break
+            threading.Event().wait(0.02)
+        url = f"http://127.0.0.1:{listening[0]}"
+        assert httpx.get(url + "/").text == "the user's own app"
+        assert httpx.get(url + "/embeddings-service/health").status_code == 200
+        answer = httpx.post(url + "/embeddings-service/embed", json={"inputs": ["mounted"]}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json(), model.encode(["mounted"], normalize=True), atol=ATOL)
+    finally:
+        stop.set()
+        thread.join(30)
