@@ -2,9 +2,9 @@
 
     python benchmarks/export.py --models modernbert-base modernbert-large --out benchmarks/results/export
 
-Every command runs as a child process; the process tree's resident memory (the sum over the child and its
-descendants) is sampled every SAMPLE_SECONDS, and the kernel's own high-water mark of the largest process
-(ru_maxrss) is read when it ends. Each progress line of the export is timestamped, so the peak and the
+Every command runs as a child process; the process tree's resident memory (the child's RSS plus the memory
+only its descendants hold) is sampled every SAMPLE_SECONDS, and the kernel's own high-water mark of the
+largest process (ru_maxrss, what /usr/bin/time reports) is read when it ends; the peak is the larger of the two. Each progress line of the export is timestamped, so the peak and the
 memory at the start and end of every step land in the results (the per-step profile of docs/export.md).
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Measured:
     command: list[str]
     exit_code: int
     wall_seconds: float
-    peak_tree_rss_mb: float  # sampled sum over the process tree
+    peak_tree_rss_mb: float  # sampled: the process's RSS plus its descendants' unique memory
     max_process_rss_mb: float  # the kernel's high-water mark of the largest single process
     log: str
     steps: list[Step] = field(default_factory=list)
@@ -69,15 +69,19 @@ class Measured:
 
 
 def tree_rss(psutil, process) -> int:
-    """Resident bytes of `process` and all its descendants (0 for any that ended meanwhile)."""
-    total = 0
+    """Resident bytes of `process` plus the memory only its descendants hold (their unique set size).
+
+    A plain sum of RSS would count twice the pages a forked child shares with its parent: OpenVINO's
+    telemetry forks the exporting process (gigabytes) for every event it sends.
+    """
     try:
-        members = [process, *process.children(recursive=True)]
+        total = process.memory_info().rss
+        children = process.children(recursive=True)
     except psutil.Error:
         return 0
-    for member in members:
+    for child in children:
         try:
-            total += member.memory_info().rss
+            total += child.memory_full_info().uss
         except psutil.Error:
             pass
     return total

@@ -2,6 +2,7 @@
 that speaks up when a step has been silent for HEARTBEAT_SECONDS."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -30,9 +31,13 @@ def current_rss() -> int | None:
             pages = int(statm.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of every thread of this process and of its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def memory_summary() -> str:
@@ -68,12 +73,12 @@ class Progress:
 
 
 class Steps:
-    """Numbered steps: `[n/N] message` when each starts, `done in X s (RSS, peak so far)` when it ends, and
+    """Numbered steps: `[n/N] message` when each starts, `done in X s (CPU, RSS, peak so far)` when it ends, and
     while it runs a line at least every HEARTBEAT_SECONDS. Use as a context manager (it owns a thread)."""
 
     def __init__(self, total: int, progress: Progress, heartbeat: float = HEARTBEAT_SECONDS) -> None:
         self.total, self.number, self.progress, self.heartbeat = total, 0, progress, heartbeat
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), _cpu_seconds()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="export-heartbeat", daemon=True)
 
@@ -88,13 +93,14 @@ class Steps:
     def next(self, message: str) -> None:
         self.finish()
         self.number += 1
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), _cpu_seconds()
         self.progress.status(None)
         self.progress(f"[{self.number}/{self.total}] {message}")
 
     def finish(self) -> None:
         if self.number:
-            self.progress(f"      done in {time.perf_counter() - self.started:.1f} s ({memory_summary()})")
+            cpu = _cpu_seconds() - self.cpu_started
+            self.progress(f"      done in {time.perf_counter() - self.started:.1f} s (CPU {cpu:.0f} s; {memory_summary()})")
 
     def _beat(self) -> None:
         while not self.stopped.wait(1.0):

@@ -127,16 +127,30 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
         gram = stats.pop(name).gram.astype(np.float64)
         if name in scales:
             gram /= np.outer(scales[name], scales[name])
-        for node in (n for n in matmuls if n.input[0] == name):
-            weight = weight_values(weights[node.input[1]], weights_dir)
-            if name in scales:
-                weight = (weight * scales[name][:, None]).astype(np.float32)
-            rounded[node.input[1]] = gptq_int8(weight, gram)
-            if status is not None:
-                status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
+        readers = [node.input[1] for node in matmuls if node.input[0] == name]
+        rounded.update(_gptq_side_by_side(readers, weights, weights_dir, scales.get(name), gram))
         del gram
+        if status is not None:
+            status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
     _insert_smoothing(model, scales)
     return rounded
+
+
+def _gptq_side_by_side(names: list[str], weights: dict, weights_dir: Path | None, scale: np.ndarray | None,
+                       gram: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """GPTQ of the weights that read one input, as one matrix of their columns side by side: GPTQ rounds each
+    column on its own, so this gives each weight's own result, with one Hessian inverse instead of several."""
+    parts = [weight_values(weights[name], weights_dir) for name in names]
+    stacked = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    if scale is not None:
+        stacked = (stacked * scale[:, None]).astype(np.float32)
+    values, column_scales = gptq_int8(stacked, gram)
+    result, start = {}, 0
+    for name, part in zip(names, parts):
+        end = start + part.shape[1]
+        result[name] = (np.ascontiguousarray(values[:, start:end]), column_scales[start:end].copy())
+        start = end
+    return result
 
 
 def weight_values(tensor, directory: Path | None) -> np.ndarray:
@@ -320,6 +334,7 @@ def _probe_session(model, inputs: list[str], widths: dict[str, int], weights_dir
     options.intra_op_num_threads = 2
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.enable_cpu_mem_arena = False  # buffers go back when a run ends: texts differ in length
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # numpy folds Grams between runs
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     if weights_dir is None:
         shutil.rmtree(directory, ignore_errors=True)
