@@ -139,10 +139,10 @@ def steps_of(lines: list[tuple[float, str]], samples: list[tuple[float, int]], w
     for number, step in enumerate(steps):
         end = steps[number + 1].start_seconds if number + 1 < len(steps) else wall
         step.seconds = round(end - step.start_seconds, 1)
-        inside = [rss for moment, rss in samples if step.start_seconds <= moment <= end] or [0]
         before = [rss for moment, rss in samples if moment <= step.start_seconds] or [0]
+        inside = [rss for moment, rss in samples if step.start_seconds <= moment <= end]
         step.rss_at_start_mb = round(before[-1] / 2**20, 1)
-        step.peak_rss_mb = round(max(inside) / 2**20, 1)
+        step.peak_rss_mb = round(max(inside + before[-1:]) / 2**20, 1)
     return steps
 
 
