@@ -179,7 +179,9 @@ def _multi_head_attention(torch):
 
         @staticmethod
         def symbolic(g, query, key, value, heads: int, scale: float):
-            return g.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=heads, scale_f=scale)
+            output = g.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=heads, scale_f=scale)
+            output.setType(value.type())  # the context has the values' shape; torch cannot infer a contrib op's
+            return output
 
     return MultiHeadAttention
 

@@ -48,6 +48,10 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
                              "block, global layers fused; linear memory in the length) or standard (transformers' "
                              "own, L x L masks in every layer)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the warnings, log lines and progress bars of the tools the export drives "
+                             "(optimum, torch, ONNX Runtime, OpenVINO, nncf); by default only the ones that mean "
+                             "something are shown, as notes")
     parser.set_defaults(handler=run)
 
 
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
         q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0], eval_documents=args.eval_size[1],
+        verbose=args.verbose,
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))
     for variant in manifest.variants:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from edgembed.evaluation.corpus import calibration_texts
 from edgembed.runtime import DimensionRanges, EmbeddingRanges, Embedder, Manifest, Variant, embedding_ranges
 
-from .validate import load_variant
 from .variants import Recipe
 
 FLOAT_DTYPES = ("fp32", "fp16")
@@ -45,12 +43,12 @@ def ranges_recipe(recipes: Sequence[Recipe]) -> Recipe | None:
     return recipes[0] if recipes else None
 
 
-def record_ranges(out: Path, manifest: Manifest, variant: Variant, texts: Sequence[str] | None,
+def record_ranges(embedder: Embedder, manifest: Manifest, variant: Variant, texts: Sequence[str] | None,
                   progress: Callable[[str], None]) -> EmbeddingRanges:
-    """Measure the ranges with the just-validated `variant` in the directory being built."""
+    """Measure the ranges with the just-validated `variant`, loaded as `embedder` (its session is reused)."""
     given = texts is not None
     texts = list(texts) if given else calibration_texts()
-    ranges = measure_ranges(load_variant(out, manifest, variant), texts, variant=variant.name,
+    ranges = measure_ranges(embedder, texts, variant=variant.name,
                             source=USER_SOURCE if given else BUILT_IN_SOURCE, dims=manifest.matryoshka_dims)
     progress(f"      int8/uint8 output ranges measured with {variant.name} on {len(texts)} texts "
              f"(dims {', '.join(str(r.dim) for r in ranges.ranges)})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +67,17 @@ def activation_group(model) -> int:
 
 
 def convert(onnx_fp32: Path, dtype: str, destination: Path,
-            calibration: list[dict[str, np.ndarray]] | None = None) -> list[Path]:
+            calibration: list[dict[str, np.ndarray]] | None = None,
+            status: Callable[[str], None] | None = None) -> list[Path]:
     """Write the IR (.xml + .bin) of `dtype` converted from the fp32 ONNX file; returns both paths.
 
-    `calibration` (one feed dict per text) is needed for q8-static only.
+    `calibration` (one feed dict per text) is needed for q8-static only; `status` hears which part is running.
     """
     ov = _import_openvino()
+    say = status or (lambda _: None)
+    say("reading the ONNX graph into OpenVINO")
     model = ov.convert_model(str(onnx_fp32))
+    say(f"nncf: {dtype} compression" if dtype != "fp32" else "preparing the IR")
     if dtype == "q8":
         nncf = _import_nncf()
         group = activation_group(model)  # read from the float weights, before compression rewires them
@@ -93,6 +98,7 @@ def convert(onnx_fp32: Path, dtype: str, destination: Path,
     if dtype == "fp16":
         _store_weights_as_fp16(ov, model)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    say("writing the IR")
     # compress_to_fp16 would also round the small constants (it defaults to True: always pass it).
     ov.save_model(model, str(destination), compress_to_fp16=False)
     return [destination, destination.with_suffix(".bin")]

@@ -1,9 +1,9 @@
 """Export: convert every requested variant, validate it against PyTorch, then write the directory."""
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 from edgembed.evaluation.corpus import calibration_texts, evaluation_set
 from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.errors import InvalidArgumentError, UnknownChoiceError
-from edgembed.runtime.manifest import Manifest, Variant
+from edgembed.runtime.manifest import EmbeddingRanges, Manifest, Variant
 from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants
@@ -21,6 +21,8 @@ from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, efficient_attention
 from .embedding_ranges import ranges_recipe, record_ranges
 from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
+from .progress import Progress, Steps
+from .quiet import quiet_tools
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
 from .validate import evaluate_variant, load_variant, measure_variant
@@ -49,37 +51,31 @@ class ExportRequest:
     eval_documents: int = 1000
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
-
-
-class Steps:
-    """Numbered progress lines, each printed when its step starts, with the time the previous one took."""
-
-    def __init__(self, total: int, progress: Callable[[str], None]) -> None:
-        self.total, self.number, self.progress = total, 0, progress
-        self.started = time.perf_counter()
-
-    def next(self, message: str) -> None:
-        self.finish()
-        self.number += 1
-        self.started = time.perf_counter()
-        self.progress(f"[{self.number}/{self.total}] {message}")
-
-    def finish(self) -> None:
-        if self.number:
-            self.progress(f"      done in {time.perf_counter() - self.started:.1f} s")
+    verbose: bool = False  # let other tools' warnings, log lines and progress bars through
 
 
 def run_export(request: ExportRequest, progress: Callable[[str], None] = print) -> Manifest:
-    """Export, validate and write; the output directory appears only when every variant passed."""
+    """Export, validate and write; the output directory appears only when every variant passed.
+
+    `progress` gets one line per step (with its time and the peak memory so far), a line at least every
+    HEARTBEAT_SECONDS inside long steps, and other tools' notes (their noise only with `request.verbose`).
+    """
     _check_request(request)
     recipes = [r for r in RECIPES if r.format in request.formats and r.dtype in request.dtypes]
+    emit = Progress(progress)
     for fmt in request.formats:
         for dtype in request.dtypes:
             if dtype not in SUPPORTED[fmt]:
-                progress(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
+                emit(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
     calibrated = any(r.needs_calibration for r in recipes)
-    steps = Steps(4 + calibrated + len(recipes), progress)
+    with quiet_tools(request.verbose, emit), Steps(4 + calibrated + len(recipes), emit) as steps:
+        manifest = _export(request, recipes, calibrated, steps, emit)
+        steps.finish()
+    return manifest
 
+
+def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, steps: Steps,
+            emit: Progress) -> Manifest:
     steps.next(f"loading {request.model}" + (f" at revision {request.revision}" if request.revision else ""))
     source = resolve(request.model, request.revision, request.allow_pickle)
     model = load_reference_model(source.transformer_dir, request.allow_pickle)
@@ -98,7 +94,7 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         everything = texts + queries + documents
         steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
         vectors = reference_embeddings(model, source.transformer_dir, everything, manifest.pooling,
-                                       manifest.max_length, progress=progress)
+                                       manifest.max_length, status=emit.status)
         reference = vectors[:len(texts)]
         retrieval = None
         if queries:
@@ -106,14 +102,18 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
             retrieval = (queries, documents, vectors[len(texts):split], vectors[split:])
 
         steps.next("exporting the fp32 ONNX graph with optimum")
-        manifest.attention = _attention_mode(request.attention, config, progress)
+        manifest.attention = _attention_mode(request.attention, config, emit)
+        emit.status("tracing the model for ONNX Runtime")
         fp32_files = _export_graph(model, out / find_recipe("onnx", "fp32").file, request.opset, manifest.attention,
                                    onnxruntime_ops=True)
         sources = {"onnx": fp32_files[0], "openvino": fp32_files[0]}
         if manifest.attention == "efficient" and "openvino" in request.formats:
             # ONNX Runtime's contrib ops are not OpenVINO's: its graph gets plain global attention and RoPE.
+            emit.status("tracing the model again, with standard ops, for OpenVINO")
             sources["openvino"] = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
                                                 manifest.attention, onnxruntime_ops=False)[0]
+        del model  # the PyTorch weights are not needed past here: every later step reads the ONNX files
+        gc.collect()
         calibration = None
         if calibrated:
             steps.next("tokenizing the calibration texts")
@@ -122,11 +122,11 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         ranges_from = ranges_recipe(recipes)
         for recipe in recipes:
             steps.next(f"{recipe.name}: converting and validating")
-            variant = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts, reference,
-                                            retrieval, progress)
+            variant, ranges = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts,
+                                                    reference, retrieval, emit, ranges=recipe is ranges_from)
             manifest.variants.append(variant)
-            if recipe is ranges_from:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
-                manifest.embedding_ranges = record_ranges(out, manifest, variant, request.calibration_texts, progress)
+            if ranges is not None:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
+                manifest.embedding_ranges = ranges
         if not ("onnx" in request.formats and "fp32" in request.dtypes):
             for path in fp32_files:
                 path.unlink()
@@ -134,19 +134,21 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         steps.next(f"writing {request.output}")
         manifest.write(out)
         _move_into_place(out, request.output, request.overwrite)
-    steps.finish()
     return manifest
 
 
 def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, manifest: Manifest,
                           sources: dict[str, Path], calibration, texts: list[str], reference: np.ndarray,
-                          retrieval, progress: Callable[[str], None]) -> Variant:
+                          retrieval, progress: Progress, ranges: bool) -> tuple[Variant, EmbeddingRanges | None]:
+    """Convert one variant and check it; with `ranges`, also measure the int8/uint8 output ranges with it."""
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
-                                         calibration=calibration, q4_block_size=request.q4_block_size))
+                                         calibration=calibration, q4_block_size=request.q4_block_size,
+                                         status=progress.status))
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
                       precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
                       portable=recipe.portable, alternates=dict(recipe.alternates or {}))
     threshold = request.min_cosine.get(recipe.dtype, recipe.min_cosine)
+    progress.status(f"validating {recipe.name} through the runtime")
     embedder = load_variant(out, manifest, variant)
     variant.fidelity, variant.speed = measure_variant(embedder, texts, reference, threshold)
     progress(f"      cosine to PyTorch: min {variant.fidelity.cosine_min:.6f} "
@@ -155,10 +157,17 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     if not variant.fidelity.passed and not request.allow_low_fidelity:
         raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
     if retrieval is not None:
+        progress.status(f"retrieval check of {recipe.name}: {len(retrieval[0])} queries, {len(retrieval[1])} documents")
         variant.evaluation = evaluate_variant(embedder, *retrieval)
         progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
                  f"{variant.evaluation.top10_overlap:.3f}, cosine min {variant.evaluation.cosine_min:.4f}")
-    return variant
+    measured = None
+    if ranges:
+        progress.status(f"int8/uint8 output ranges with {recipe.name}")
+        measured = record_ranges(embedder, manifest, variant, request.calibration_texts, progress)
+    del embedder  # its session and weights go before the next variant loads
+    gc.collect()
+    return variant, measured
 
 
 def _attention_mode(requested: str | None, config, progress: Callable[[str], None]) -> str:

@@ -29,7 +29,9 @@ The MatMuls are selected by graph structure, never by name, so BERT and ModernBE
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,8 @@ ALPHA = 0.7  # how much of the excess each smoothed channel loses
 GPTQ_DAMPING = 0.01  # share of the mean Hessian diagonal added to it
 GPTQ_BLOCK = 128
 GRAM_TOKENS = 16384  # calibration tokens for the Gram matrices (the maxima use all of them)
+ACTIVATION_BYTES = 256 * 2**20  # MatMul inputs held at once while the Grams are gathered (fetched, then again pending)
+EXTERNAL_BYTES = 1024  # initializers from this size up live in the scratch weight file during quantization
 # Ops that pass a tensor through unchanged when looking for the LayerNormalization before a MatMul.
 PASS_THROUGH = ("Identity", "Cast")
 SCALE_FLOOR = 1e-12  # per-token scales never go below this (an all-zero row would divide by zero)
@@ -49,7 +53,8 @@ SCALE_FLOOR = 1e-12  # per-token scales never go below this (an all-zero row wou
 
 @dataclass
 class Statistics:
-    """Per-channel absolute maximum and Gram matrix of one MatMul input, over the calibration tokens."""
+    """Per-channel absolute maximum (float64) and Gram matrix (float32) of one MatMul input, over the calibration
+    tokens."""
 
     absmax: np.ndarray
     gram: np.ndarray
@@ -65,53 +70,114 @@ def _imports():
     return onnx, onnxruntime, QuantType, quantize_dynamic
 
 
-def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]]) -> list[Path]:
-    """Write the q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed dict per text)."""
+def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
+                status: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed dict per text).
+
+    One copy of the weights at a time: the float weights move to a scratch file and are read from it one
+    matrix at a time, and ONNX Runtime's quantizer gets only the MatMuls it quantizes (the per-token ones and
+    the embedding table are already int8). `status` hears how far calibration and rounding got.
+    """
     onnx, _, QuantType, quantize_dynamic = _imports()
-    model = onnx.load(str(fp32))
-    _name_unnamed_nodes(model)
-    per_token = _layernorm_fed_matmuls(model)
-    rounded = smooth(model, calibration)
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
-        smoothed_path = Path(scratch) / "smoothed.onnx"
-        onnx.save(model, str(smoothed_path))
-        quantize_dynamic(smoothed_path, destination, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=sorted(per_token))
-    quantized = onnx.load(str(destination))
-    done = _quantize_per_token(quantized, per_token, rounded)
+        directory = Path(scratch)
+        model = _with_external_weights(fp32, directory)
+        _name_unnamed_nodes(model)
+        per_token = _layernorm_fed_matmuls(model)
+        rounded = smooth(model, calibration, weights_dir=directory, status=status)
+        done = _quantize_per_token(model, per_token, rounded)
+        _int8_embedding_rows(model, directory)
+        if status is not None:
+            status("ONNX Runtime dynamic quantization of the other MatMuls")
+        onnx.save(model, str(directory / "smoothed.onnx"))
+        del model  # a protobuf keeps every byte it ever held until it is dropped whole
+        quantize_dynamic(directory / "smoothed.onnx", directory / "dynamic.onnx", weight_type=QuantType.QInt8,
+                         per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=sorted(per_token),
+                         # onnx cannot infer types through the contrib ops already in the graph; they are float
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantized = onnx.load(str(directory / "dynamic.onnx"))
     _overwrite_weights(quantized, {weight: r for weight, r in rounded.items() if weight not in done})
-    _int8_embedding_rows(quantized)
+    del rounded
     _adds_before_layernorm_as_sum(quantized)
     onnx.save(quantized, str(destination))
     return [destination]
 
 
 def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = THRESHOLD,
-           alpha: float = ALPHA) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Apply targeted smoothing to `model` in place; return the GPTQ int8 values and per-column scales of
-    every weight MatMul (rounded for the smoothed weights), by weight name."""
-    from onnx import numpy_helper
+           alpha: float = ALPHA, *, weights_dir: Path | None = None,
+           status: Callable[[str], None] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Insert the smoothing Muls into `model`; return the GPTQ int8 values and per-column scales of every
+    weight MatMul, rounded from its smoothed weight (rows multiplied by s), by weight name.
 
+    The float weights in `model` stay as they are: every one of them is replaced by its rounded values
+    afterwards. `weights_dir` holds the model's external weight file, if it has one.
+    """
     weights = {i.name: i for i in model.graph.initializer}
     matmuls = _weight_matmuls(model, weights)
     inputs = list(dict.fromkeys(node.input[0] for node in matmuls))
-    stats = _calibrate(model, inputs, calibration)
+    widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
+    stats = _calibrate(model, inputs, calibration, widths=widths, weights_dir=weights_dir, status=status)
     scales = {}
     for name in _smoothing_targets(model, matmuls, weights):
         scale = _smoothing_scale(stats[name].absmax, threshold, alpha)
-        if np.all(scale == 1.0):
-            continue
-        scales[name] = scale
-        stats[name].gram = stats[name].gram / np.outer(scale, scale)
-        for node in matmuls:
-            if node.input[0] == name:
-                weight = numpy_helper.to_array(weights[node.input[1]])
-                weights[node.input[1]].CopyFrom(
-                    numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
-    rounded = {node.input[1]: gptq_int8(numpy_helper.to_array(weights[node.input[1]]), stats[node.input[0]].gram)
-               for node in matmuls}
+        if not np.all(scale == 1.0):
+            scales[name] = scale
+    rounded = {}
+    for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
+        gram = stats.pop(name).gram.astype(np.float64)
+        if name in scales:
+            gram /= np.outer(scales[name], scales[name])
+        readers = [node.input[1] for node in matmuls if node.input[0] == name]
+        rounded.update(_gptq_side_by_side(readers, weights, weights_dir, scales.get(name), gram))
+        del gram
+        if status is not None:
+            status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
     _insert_smoothing(model, scales)
     return rounded
+
+
+def _gptq_side_by_side(names: list[str], weights: dict, weights_dir: Path | None, scale: np.ndarray | None,
+                       gram: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """GPTQ of the weights that read one input, as one matrix of their columns side by side: GPTQ rounds each
+    column on its own, so this gives each weight's own result, with one Hessian inverse instead of several."""
+    parts = [weight_values(weights[name], weights_dir) for name in names]
+    stacked = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    if scale is not None:
+        stacked = (stacked * scale[:, None]).astype(np.float32)
+    values, column_scales = gptq_int8(stacked, gram)
+    result, start = {}, 0
+    for name, part in zip(names, parts):
+        end = start + part.shape[1]
+        result[name] = (np.ascontiguousarray(values[:, start:end]), column_scales[start:end].copy())
+        start = end
+    return result
+
+
+def weight_values(tensor, directory: Path | None) -> np.ndarray:
+    """An initializer's values; external data is read from `directory` without being loaded into the model
+    (whose protobuf would keep that copy as long as the model lives)."""
+    from onnx import external_data_helper, helper, numpy_helper
+
+    if not external_data_helper.uses_external_data(tensor):
+        return numpy_helper.to_array(tensor)
+    if directory is None:
+        raise ValueError(f"{tensor.name}: external data, and no directory to read it from")
+    info = external_data_helper.ExternalDataInfo(tensor)
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    with open(directory / info.location, "rb") as handle:
+        handle.seek(info.offset or 0)
+        values = np.fromfile(handle, dtype=helper.tensor_dtype_to_np_dtype(tensor.data_type), count=count)
+    return values.reshape(tuple(tensor.dims))
+
+
+def _with_external_weights(fp32: Path, directory: Path):  # -> onnx.ModelProto
+    """The graph of `fp32`, its large initializers moved to `directory`/weights.bin (read back one at a time)."""
+    onnx, _, _, _ = _imports()
+    model = onnx.load(str(fp32))
+    onnx.save_model(model, str(directory / "fp32.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=EXTERNAL_BYTES)
+    del model
+    return onnx.load(str(directory / "fp32.onnx"), load_external_data=False)
 
 
 def _weight_matmuls(model, weights: dict) -> list:
@@ -169,38 +235,110 @@ def _smoothing_scale(absmax: np.ndarray, threshold: float, alpha: float) -> np.n
     return np.maximum(1.0, absmax / reference) ** alpha
 
 
-def _calibrate(model, inputs: list[str], feeds: list[dict[str, np.ndarray]],
-               gram_tokens: int = GRAM_TOKENS) -> dict[str, Statistics]:
-    """Absolute maxima (all tokens) and Gram matrices (the first `gram_tokens`) of `inputs`; padding left out."""
+def _calibrate(model, inputs: list[str], feeds: list[dict[str, np.ndarray]], gram_tokens: int = GRAM_TOKENS, *,
+               widths: dict[str, int], weights_dir: Path | None = None, activation_bytes: int = ACTIVATION_BYTES,
+               status: Callable[[str], None] | None = None) -> dict[str, Statistics]:
+    """Absolute maxima (all tokens) and Gram matrices (the first `gram_tokens`) of `inputs`, one text at a time.
+
+    Each feed is one unpadded text. The maxima are reduced inside the graph, so a text adds only one value per
+    channel; the inputs themselves are fetched only for the Gram tokens, at most `activation_bytes` per run
+    (a long text runs once per group of inputs) and folded into float32 Grams every `activation_bytes` of rows.
+    Memory: the Grams and twice `activation_bytes`, whatever the number and length of the texts.
+    """
+    session, maxima = _probe_session(model, inputs, widths, weights_dir)
+    absmax: dict[str, np.ndarray] = {}
+    grams = {name: np.zeros((widths[name], widths[name]), np.float32) for name in inputs}
+    pending: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
+    pending_bytes = 0
+    kept = 0
+    for number, feed in enumerate(feeds):
+        mask = feed.get("attention_mask")
+        if mask is not None and not mask.all():
+            raise ValueError("calibration feeds must be one unpadded text each")
+        tokens = int(next(iter(feed.values())).size)
+        take = min(tokens, gram_tokens - kept)
+        groups = _input_groups(inputs, widths, tokens, activation_bytes) if take > 0 else [[]]
+        for index, group in enumerate(groups):
+            names = (maxima if index == 0 else []) + group
+            values = dict(zip(names, session.run(names, feed)))
+            if index == 0:
+                for name, found in zip(inputs, maxima):
+                    absmax[name] = np.maximum(absmax.get(name, 0.0), values.pop(found))
+            for name in group:
+                pending[name].append(values.pop(name).reshape(-1, widths[name])[:take].copy())
+                pending_bytes += pending[name][-1].nbytes
+            del values
+            if pending_bytes >= activation_bytes:
+                _fold(grams, pending)
+                pending_bytes = 0
+        kept += tokens
+        if status is not None:
+            status(f"calibration: {number + 1} of {len(feeds)} texts")
+    _fold(grams, pending)
+    del session
+    return {name: Statistics(absmax[name].astype(np.float64), grams.pop(name)) for name in inputs}
+
+
+def _fold(grams: dict[str, np.ndarray], pending: dict[str, list[np.ndarray]]) -> None:
+    """Add the pending rows of every input to its Gram matrix, then forget them."""
+    for name, rows in pending.items():
+        if rows:
+            matrix = np.concatenate(rows) if len(rows) > 1 else rows[0]
+            grams[name] += matrix.T @ matrix
+            rows.clear()
+
+
+def _input_groups(inputs: list[str], widths: dict[str, int], tokens: int, budget: int) -> list[list[str]]:
+    """`inputs` in groups of at most `budget` bytes for a text of `tokens` tokens (one input at least)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name in inputs:
+        cost = 4 * tokens * widths[name]
+        if groups[-1] and size + cost > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += cost
+    return groups
+
+
+def _probe_session(model, inputs: list[str], widths: dict[str, int], weights_dir: Path | None):
+    """An ONNX Runtime session of `model` that can return every input in `inputs` and, per input, its
+    channels' absolute maxima over the text (Abs and ReduceMax added to the graph); returns the session and
+    the names of the maxima, in the order of `inputs`."""
     onnx, onnxruntime, _, _ = _imports()
+    from onnx import helper, numpy_helper
+
     probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe.CopyFrom(model)  # cheap: the weights are external
+    opset = next((o.version for o in probe.opset_import if o.domain in ("", "ai.onnx")), 13)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in inputs if name not in known)
+    maxima = []
+    for width in sorted(set(widths.values())):
+        probe.graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64), f"calibration_rows_{width}"))
+    probe.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "calibration_axis_0"))
+    for number, name in enumerate(inputs):
+        rows, absolute, found = f"calibration_{number}_rows", f"calibration_{number}_abs", f"calibration_{number}_absmax"
+        reduce = (helper.make_node("ReduceMax", [absolute, "calibration_axis_0"], [found], keepdims=0) if opset >= 18
+                  else helper.make_node("ReduceMax", [absolute], [found], axes=[0], keepdims=0))
+        probe.graph.node.extend([helper.make_node("Reshape", [name, f"calibration_rows_{widths[name]}"], [rows]),
+                                 helper.make_node("Abs", [rows], [absolute]), reduce])
+        maxima.append(found)
+    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in inputs + maxima if name not in known)
+    directory = weights_dir or Path(tempfile.mkdtemp(prefix="edgembed-probe-"))
+    path = directory / "calibration-probe.onnx"
+    onnx.save(probe, str(path))
+    del probe
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 2
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    absmax: dict[str, np.ndarray] = {}
-    rows: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
-    kept = 0
-    for feed in feeds:
-        mask = feed.get("attention_mask")
-        for name, value in zip(inputs, session.run(inputs, feed)):
-            if mask is not None and value.shape[:2] == mask.shape:
-                tokens = value[mask.astype(bool)]
-            else:
-                tokens = value.reshape(-1, value.shape[-1])
-            absmax[name] = np.maximum(absmax.get(name, 0.0), np.abs(tokens).max(axis=0))
-            if kept < gram_tokens:
-                rows[name].append(tokens[:gram_tokens - kept])
-        kept += len(tokens)
-    stats = {}
-    for name in inputs:
-        matrix = np.concatenate(rows.pop(name)).astype(np.float32)
-        stats[name] = Statistics(absmax[name].astype(np.float64), (matrix.T @ matrix).astype(np.float64))
-    return stats
+    options.enable_cpu_mem_arena = False  # buffers go back when a run ends: texts differ in length
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # numpy folds Grams between runs
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if weights_dir is None:
+        shutil.rmtree(directory, ignore_errors=True)
+    return session, maxima
 
 
 def gptq_int8(weight: np.ndarray, gram: np.ndarray, damping: float = GPTQ_DAMPING,
@@ -351,7 +489,7 @@ def _overwrite_weights(model, rounded: dict[str, tuple[np.ndarray, np.ndarray]])
         target_scale.CopyFrom(numpy_helper.from_array(scale, target_scale.name))
 
 
-def _int8_embedding_rows(model) -> None:
+def _int8_embedding_rows(model, weights_dir: Path | None = None) -> None:
     """The Gather reading a float table by a graph input (the token ids) reads int8 rows and one scale per row."""
     onnx, _, _, _ = _imports()
     from onnx import numpy_helper
@@ -365,7 +503,7 @@ def _int8_embedding_rows(model) -> None:
         return
     position, node = max(candidates, key=lambda item: initializers[item[1].input[0]].dims[0])  # the vocabulary
     table = initializers[node.input[0]]
-    values = numpy_helper.to_array(table)
+    values = weight_values(table, weights_dir)
     scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12) / 127.0
     name, ids, out = table.name, node.input[1], node.output[0]
     model.graph.initializer.remove(table)

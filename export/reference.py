@@ -1,15 +1,18 @@
 """The PyTorch reference: the model card's recipe (AutoModel, pooling over the attention mask, L2 norm)."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from edgembed.runtime.batching import plan_batches
+
 from .errors import ExportDependencyError
 
-REPORT_SECONDS = 30.0
+# Padded tokens per PyTorch batch, over texts sorted by length; at most BATCH_SIZE texts per batch.
+BATCH_TOKENS = 8192
+BATCH_SIZE = 64
 
 
 def load_reference_model(directory: Path, allow_pickle: bool = False):  # -> transformers.PreTrainedModel
@@ -19,25 +22,44 @@ def load_reference_model(directory: Path, allow_pickle: bool = False):  # -> tra
     return model.float().eval()
 
 
-def reference_embeddings(model, directory: Path, texts: list[str], pooling: str, max_length: int,
-                         batch_size: int = 16, progress: Callable[[str], None] | None = None) -> np.ndarray:
-    """Normalized float32 embeddings of `texts`, computed with torch and the transformers tokenizer; `progress`
-    hears how far it got about every REPORT_SECONDS (a large model takes many minutes)."""
+def reference_embeddings(model, directory: Path, texts: list[str], pooling: str, max_length: int, *,
+                         batch_tokens: int = BATCH_TOKENS, batch_size: int = BATCH_SIZE,
+                         status: Callable[[str], None] | None = None) -> np.ndarray:
+    """Normalized float32 embeddings of `texts`, computed with torch and the transformers tokenizer.
+
+    Texts are tokenized once, sorted by length and batched by `batch_tokens` padded tokens (at most
+    `batch_size` texts), so short texts are not padded to long ones; results come back in input order.
+    `status` hears how far it got after every batch.
+    """
     torch, transformers = _import_torch()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
-    vectors = []
-    reported = time.perf_counter()
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    vectors: np.ndarray | None = None
+    done = 0
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            if progress is not None and time.perf_counter() - reported > REPORT_SECONDS:
-                progress(f"      {start} of {len(texts)} texts")
-                reported = time.perf_counter()
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
-            hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            vectors.append(_pool(torch, hidden.float(), batch["attention_mask"], pooling))
-    embeddings = torch.nn.functional.normalize(torch.cat(vectors), dim=-1)
-    return embeddings.numpy().astype(np.float32)
+        for rows in plan_batches(lengths, batch_size, batch_tokens):
+            ids, mask = _padded(torch, [encoded["input_ids"][row] for row in rows], tokenizer.pad_token_id or 0)
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            pooled = torch.nn.functional.normalize(_pool(torch, hidden.float(), mask, pooling), dim=-1)
+            if vectors is None:
+                vectors = np.empty((len(texts), pooled.shape[1]), np.float32)
+            vectors[rows] = pooled.numpy()
+            done += len(rows)
+            if status is not None:
+                status(f"{done} of {len(texts)} texts")
+    return vectors if vectors is not None else np.empty((0, 0), np.float32)
+
+
+def _padded(torch, rows: list[list[int]], pad_id: int):
+    """Token ids padded on the right to the longest row, and the attention mask (1 for real tokens)."""
+    longest = max(len(row) for row in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for number, row in enumerate(rows):
+        ids[number, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[number, :len(row)] = 1
+    return ids, mask
 
 
 def _pool(torch, hidden, mask, pooling: str):

@@ -24,6 +24,7 @@ class ConvertInputs:
     destination: Path
     calibration: list[dict[str, np.ndarray]] | None
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
+    status: Callable[[str], None] | None = None  # hears where a long conversion is, for the progress heartbeat
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _onnx_fp16(inputs: ConvertInputs) -> list[Path]:
 def _onnx_q8(inputs: ConvertInputs) -> list[Path]:
     from .q8_recipe import quantize_q8, write_uint8_twin
 
-    primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [])
+    primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
     twin = inputs.destination.with_name(Q8_UINT8_TWIN.rsplit("/", 1)[-1])
     return primary + write_uint8_twin(primary[0], twin)
 
@@ -84,7 +85,7 @@ def _openvino(dtype: str) -> Callable[[ConvertInputs], list[Path]]:
     def convert(inputs: ConvertInputs) -> list[Path]:
         from .openvino_variants import convert as convert_ir
 
-        return convert_ir(inputs.source, dtype, inputs.destination, inputs.calibration)
+        return convert_ir(inputs.source, dtype, inputs.destination, inputs.calibration, status=inputs.status)
 
     return convert
 

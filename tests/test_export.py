@@ -165,6 +165,26 @@ def test_steps_reach_a_log_as_they_happen_with_their_time(tiny_model_dir, tmp_pa
         assert process.wait(timeout=600) == 0
     assert "[1/5] loading" in seen_before_the_end and "done in" in seen_before_the_end
     lines = log.read_text().splitlines()
-    steps = [line.split("]")[0] for line in lines if re.match(r"\[\d+/\d+\] ", line)]  # not torch's "[W...]" lines
+    steps = [line.split("]")[0] for line in lines if re.match(r"\[\d+/\d+\] ", line)]
     assert steps == [f"[{n}/5" for n in range(1, 6)]
-    assert sum("done in" in line for line in lines) == 5
+    done = [line for line in lines if "done in" in line]
+    assert len(done) == 5 and all(re.search(r"CPU \d+ s; RSS [\d.]+ GB, peak [\d.]+ GB", line) for line in done)
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_other_tools_speak_only_with_verbose(tiny_model_dir, tmp_path, verbose):
+    """The q8 recipe (ONNX Runtime's quantizer), optimum's exporter and nncf's progress bars say nothing by
+    default: stderr holds our progress lines only, stdout the summary; --verbose lets them through."""
+    command = [sys.executable, "-m", "edgembed", "export", str(tiny_model_dir), "-o", str(tmp_path / "out"),
+               "--quantize", "fp32", "q8", "--eval-size", "0", "0"] + (["--verbose"] if verbose else [])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if re.match(r"(\[\d+/\d+\] |      |note)", line)]
+    others = [line for line in result.stderr.splitlines() if line not in ours]
+    if verbose:
+        assert any("Please consider to run pre-processing" in line for line in others), others
+        assert "Applying Weight Compression" in result.stdout
+    else:
+        assert others == [] and not [line for line in ours if line.startswith("note")], result.stderr
+        assert all(line.startswith(("onnx/", "openvino/", "wrote ")) for line in result.stdout.splitlines())
