@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.evaluation.corpus import calibration_texts
+from edgembed.evaluation.domains import calibration_texts
 from edgembed.runtime import DimensionRanges, EmbeddingRanges, Embedder, Manifest, Variant, embedding_ranges
 
 from .validate import load_variant
@@ -14,7 +14,7 @@ from .variants import Recipe
 
 FLOAT_DTYPES = ("fp32", "fp16")
 
-BUILT_IN_SOURCE = "built-in calibration texts (edgembed.evaluation.corpus.calibration_texts)"
+BUILT_IN_SOURCE = "built-in calibration set (edgembed.evaluation.domains.calibration_set; manifest: calibration)"
 USER_SOURCE = "texts given with --calibration-data"
 
 
