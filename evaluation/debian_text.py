@@ -58,7 +58,7 @@ class DebianPackage:
 
 HANDBOOK = DebianPackage("debian-handbook", "11.20220922", "GPL-2.0+ or CC-BY-SA-3.0",
                          "/usr/share/doc/debian-handbook/html/en-US/index.html")
-COREUTILS = DebianPackage("coreutils", "9.1-1", "GPL-3.0+ (the translations: the same licence as coreutils)",
+COREUTILS = DebianPackage("coreutils", "9.1-1", "GPL-3.0+",
                           "/usr/share/locale/ko/LC_MESSAGES/coreutils.mo")
 HANDBOOK_HTML = "usr/share/doc/debian-handbook/html"
 
@@ -148,8 +148,8 @@ def mo_translations(data: bytes) -> list[str]:
     return found
 
 
-# A help line's leading option list ("  -a, --all[=WHEN]  "), which is the same in every language.
-_OPTION = re.compile(r"^\s*(?:-{1,2}[\w-]+(?:\[?=[\w\[\]=.-]+\]?)?(?:,\s*|\s+))+")
+# A help line's leading option list ("  -a, --all[=WHEN]  ", the same in every language) or bullet ("- ").
+_OPTION = re.compile(r"^\s*(?:(?:-{1,2}[^\s,]+|[-*])(?:,\s*|\s+|$))+")
 
 
 def script_share(text: str, script: str) -> float:

@@ -77,14 +77,16 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
-def _passage_items(passages: Iterable[str], max_query_words: int = 40) -> list[Item]:
-    """Passages as documents; the first sentence of a longer one, or a one-sentence passage itself, as its query."""
+def _passage_items(passages: Iterable[str], keep: Callable[[str], bool] = lambda text: True,
+                   max_query_words: int = 40) -> list[Item]:
+    """Passages as documents; the first sentence of a longer one, or a one-sentence passage itself, as its query.
+    `keep` decides which passages, and which of their first sentences, are taken."""
     items = []
-    for passage in dict.fromkeys(passages):
+    for passage in dict.fromkeys(p for p in passages if keep(p)):
         parts = sentences(passage)
         first = parts[0] if parts else passage
-        query = first if len(first.split()) <= max_query_words or len(first) <= 4 * max_query_words else None
-        items.append(Item(key=passage, document=passage, query=query))
+        short = len(first.split()) <= max_query_words or len(first) <= 4 * max_query_words
+        items.append(Item(key=passage, document=passage, query=first if short and keep(first) else None))
     return items
 
 
@@ -137,10 +139,11 @@ def _short() -> list[Item]:
 
 def _long() -> list[Item]:
     """Documents of 450 words or more: help topics, long docstrings and the handbook's English pages. CPython's
-    long documents hold english-prose's paragraphs, so they are evaluation only (and only those holding none of
-    its calibration paragraphs stay, see domain_texts)."""
-    items = [_long_item(python_text.capped(text), evaluation_only=True)
-             for text in python_text.long_documentation()]
+    long documents hold english-prose's paragraphs: they are evaluation only, and only those holding none of its
+    calibration paragraphs."""
+    held = set(corpus.calibration_pool())
+    items = [_long_item(python_text.capped(text), evaluation_only=True) for text in python_text.long_documentation()
+             if not any(paragraph in held for paragraph in corpus.prose_paragraphs(text))]
     for page in debian_text.handbook_pages("en-US"):
         text = " ".join(page)
         if len(text.split()) >= python_text.LONG_WORDS:
@@ -157,7 +160,7 @@ def _long_item(text: str, evaluation_only: bool) -> Item:
 def _handbook(language: str, script: str) -> Callable[[], list[Item]]:
     def items() -> list[Item]:
         paragraphs = [p for page in debian_text.handbook_pages(language) for p in page]
-        return _passage_items(p for p in paragraphs if len(p) >= 20 and script_share(p, script) >= 0.5)
+        return _passage_items(paragraphs, lambda text: len(text) >= 20 and script_share(text, script) >= 0.5)
 
     return items
 
@@ -166,7 +169,7 @@ def _korean() -> list[Item]:
     """coreutils' Korean messages (short) and the handbook's Korean paragraphs."""
     texts = list(debian_text.coreutils_messages("ko")) + [p for page in debian_text.handbook_pages("ko-KR")
                                                            for p in page]
-    return _passage_items(t for t in texts if len(t) >= 8 and script_share(t, "HANGUL") >= 0.5)
+    return _passage_items(texts, lambda text: len(text) >= 8 and script_share(text, "HANGUL") >= 0.5)
 
 
 def _from_items(items: Callable[[], list[Item]]) -> Callable[[], DomainTexts]:
