@@ -11,6 +11,8 @@ retrieval results of fp32 and most of the speed of plain dynamic int8:
    projections) and of the down projections (FFN output): a channel whose maximum exceeds
    `threshold` x the 90th percentile of the channel maxima is divided by s = (max / (threshold p90))^alpha
    (never s < 1) through an inserted Mul, and the matching weight row is multiplied by s (exact in fp32).
+   The 8 input channels of largest calibration maximum of each down projection leave its int8 product: they
+   are gathered from the unsmoothed input and multiplied by their weight rows in float32 beside it.
 3. Per-token int8 for the MatMuls fed by a LayerNormalization (attention and FFN input projections): each
    token's row gets its own range (blocked QuantizeLinear + com.microsoft.MatMulIntegerToFloat), so [CLS]
    sets only its own step there. ONNX Runtime dynamic quantization (one range per tensor) for the rest. All
@@ -45,6 +47,8 @@ GRAM_TOKENS = 16384  # calibration tokens for the Gram matrices (the maxima use 
 # Ops that pass a tensor through unchanged when looking for the LayerNormalization before a MatMul.
 PASS_THROUGH = ("Identity", "Cast")
 SCALE_FLOOR = 1e-12  # per-token scales never go below this (an all-zero row would divide by zero)
+OUTLIER_CHANNELS = 8  # input channels of each down projection multiplied in float32 beside its int8 product
+OUTLIER_SUFFIX = "_OutlierMatMul"
 
 
 @dataclass
@@ -76,7 +80,7 @@ def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.nd
         smoothed_path = Path(scratch) / "smoothed.onnx"
         onnx.save(model, str(smoothed_path))
         quantize_dynamic(smoothed_path, destination, weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=sorted(per_token))
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=sorted(per_token | _outlier_matmuls(model)))
     quantized = onnx.load(str(destination))
     done = _quantize_per_token(quantized, per_token, rounded)
     _overwrite_weights(quantized, {weight: r for weight, r in rounded.items() if weight not in done})
@@ -96,9 +100,11 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
     matmuls = _weight_matmuls(model, weights)
     inputs = list(dict.fromkeys(node.input[0] for node in matmuls))
     stats = _calibrate(model, inputs, calibration)
-    scales = {}
+    scales, outliers, outlier_rows = {}, _down_projection_outliers(model, matmuls, weights, stats), {}
     for name in _smoothing_targets(model, matmuls, weights):
         scale = _smoothing_scale(stats[name].absmax, threshold, alpha)
+        if name in outliers:
+            scale[outliers[name]] = np.inf  # these channels leave the int8 product: 1/s = 0, weight rows 0
         if np.all(scale == 1.0):
             continue
         scales[name] = scale
@@ -106,12 +112,66 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
         for node in matmuls:
             if node.input[0] == name:
                 weight = numpy_helper.to_array(weights[node.input[1]])
+                if name in outliers:
+                    outlier_rows[node.name] = (name, outliers[name], weight[outliers[name]].astype(np.float32))
+                kept = np.where(np.isfinite(scale), scale, 0.0)
                 weights[node.input[1]].CopyFrom(
-                    numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), node.input[1]))
+                    numpy_helper.from_array((weight * kept[:, None]).astype(np.float32), node.input[1]))
     rounded = {node.input[1]: gptq_int8(numpy_helper.to_array(weights[node.input[1]]), stats[node.input[0]].gram)
                for node in matmuls}
     _insert_smoothing(model, scales)
+    _insert_outlier_paths(model, outlier_rows)
     return rounded
+
+
+def _down_projection_outliers(model, matmuls: list, weights: dict, stats: dict[str, Statistics],
+                              count: int = OUTLIER_CHANNELS) -> dict[str, np.ndarray]:
+    """The `count` input channels of largest calibration maximum of each down projection's input, by input name.
+
+    Those channels are multiplied in float32 beside the int8 product (_insert_outlier_paths): smoothing alone
+    has to trade their range against the weights' precision, and the down projections were the q8's largest
+    error on non-Latin text (docs/q8-recipe.md, eighth session). Inputs narrower than 4 x count are left alone.
+    """
+    producers = _producers(model)
+    found = {}
+    for node in matmuls:
+        rows, columns = weights[node.input[1]].dims
+        if count and rows > columns and rows >= 4 * count and not _fed_by_layernorm(node, producers):
+            found[node.input[0]] = np.sort(np.argsort(stats[node.input[0]].absmax)[-count:])
+    return found
+
+
+def _insert_outlier_paths(model, outlier_rows: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Beside each MatMul of `outlier_rows` (node name -> its input, the channels, their weight rows): Gather the
+    channels from the unsmoothed input, multiply them by their rows in float32 (a MatMul named *OUTLIER_SUFFIX,
+    left out of quantization) and add that to the int8 product."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    nodes, gathered = [], set()
+    for node in model.graph.node:
+        nodes.append(node)
+        if node.name not in outlier_rows:
+            continue
+        x, channels, rows = outlier_rows[node.name]
+        y = node.output[0]
+        node.output[0] = f"{y}_int8_part"
+        if x not in gathered:
+            gathered.add(x)
+            model.graph.initializer.append(numpy_helper.from_array(channels.astype(np.int64), f"{x}_outlier_channels"))
+            nodes.append(onnx.helper.make_node("Gather", [x, f"{x}_outlier_channels"], [f"{x}_outliers"], axis=-1,
+                                               name=f"{x}_OutlierGather"))
+        model.graph.initializer.append(numpy_helper.from_array(rows, f"{node.input[1]}_outlier_rows"))
+        nodes += [onnx.helper.make_node("MatMul", [f"{x}_outliers", f"{node.input[1]}_outlier_rows"],
+                                        [f"{y}_outlier_part"], name=f"{node.name}{OUTLIER_SUFFIX}"),
+                  onnx.helper.make_node("Add", [f"{y}_int8_part", f"{y}_outlier_part"], [y],
+                                        name=f"{node.name}_OutlierAdd")]
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+
+
+def _outlier_matmuls(model) -> set[str]:
+    return {node.name for node in model.graph.node if node.name.endswith(OUTLIER_SUFFIX)}
 
 
 def _weight_matmuls(model, weights: dict) -> list:

@@ -102,7 +102,8 @@ class EmbeddingRanges:
     """The fixed int8/uint8 ranges of a model, measured at export (see runtime/precision.py).
 
     `variant`: the exported variant that embedded the texts (e.g. onnx/fp32); `texts`: how many; `source`: which
-    texts; `prompts`: the prompt names they were embedded with. One entry of `ranges` per Matryoshka dim.
+    texts; `prompts`: the prompt names they were embedded with; `margin`: how far the measured min/max were
+    widened. One entry of `ranges` per Matryoshka dim.
     """
 
     variant: str
@@ -110,6 +111,7 @@ class EmbeddingRanges:
     source: str
     prompts: list[str] = field(default_factory=list)
     ranges: list[DimensionRanges] = field(default_factory=list)
+    margin: float = 0.0  # share of each component's span added on both sides of the measured min/max
 
     def find(self, dim: int, normalize: bool) -> DimensionRanges | None:
         for entry in self.ranges:
