@@ -10,7 +10,7 @@ from edgembed.runtime.commands import add_export_dir
 from edgembed.runtime.errors import check_positive_int
 
 from .domains import DEFAULT_DOCUMENTS, DEFAULT_QUERIES, DOMAIN_NAMES
-from .evaluate import SPEED_PASSES
+from .evaluate import SPEED_DOCUMENTS, SPEED_PASSES
 
 
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     header = (f"# edgembed eval of {args.model_dir}\n\n{len(suite.domains)} domains, {suite.texts()} texts; "
               f"reference: {results[0].fidelity.reference}; int8 path: {results[0].fidelity.int8_path}; the figures "
               f"of the first table are each the worst over the domains; texts/s: the best of {args.passes} passes "
-              f"over up to 3000 documents of every domain, the variants taking turns; batches at a time: "
+              f"over up to {SPEED_DOCUMENTS} documents of every domain, the variants taking turns; batches at a time: "
               f"{args.streams or 'default'}.{missing}\n\n")
     body = (f"{table}\n\n## Per domain (cos mean / p1 / min / top-10 overlap)\n\n{domains}\n"
             + ("\nSources:\n\n" + "".join(f"- {s}\n" for s in sources) if sources else ""))

@@ -21,7 +21,7 @@ TOP_K = 10
 # Timed passes over the documents per variant. The variants take turns (the order reverses every round) and
 # each keeps its best pass, so a slow spell of a shared machine does not land on one variant only.
 SPEED_PASSES = 3
-SPEED_DOCUMENTS = 3000  # documents per timed pass, the domains taking turns
+SPEED_DOCUMENTS = 1000  # documents per timed pass, the domains taking turns (about 120 tokens on average)
 
 
 @dataclass
