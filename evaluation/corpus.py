@@ -17,6 +17,11 @@ from pathlib import Path
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
+def prose_paragraphs(text: str) -> list[str]:
+    """The paragraphs of `text` that documentation_paragraphs() would keep."""
+    return [p for p in _clean_paragraphs(text) if 6 <= len(p.split()) <= 300]
+
+
 def _clean_paragraphs(text: str) -> list[str]:
     paragraphs = []
     for block in re.split(r"\n\s*\n", text):
@@ -65,6 +70,11 @@ def _share(text: str) -> int:
 
 def _calibration_share() -> list[str]:
     return [p for p in documentation_paragraphs() if _share(p) == 0]
+
+
+def calibration_pool() -> list[str]:
+    """Every paragraph of the calibration share (calibration_texts() takes the first ones)."""
+    return _calibration_share()
 
 
 def calibration_texts(count: int = 300) -> list[str]:

@@ -36,13 +36,15 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--calibration-data", type=Path, metavar="FILE",
                         help="texts for calibrated variants (q8, q8-static) and for the int8/uint8 output ranges "
                              "(encode(precision=...)): one per line, or JSONL (see --calibration-field);"
-                             " default: a built-in set of real English text")
+                             " default: the built-in set, drawn from every domain of the evaluation suite and kept "
+                             "apart from its evaluation texts")
     parser.add_argument("--calibration-field", default="text", metavar="NAME",
                         help="the JSONL field holding the text (default: text)")
     parser.add_argument("--q4-block-size", type=int, default=DEFAULT_Q4_BLOCK_SIZE, metavar="N",
                         help=f"weights per quantization block in the ONNX q4 variant (default: {DEFAULT_Q4_BLOCK_SIZE})")
-    parser.add_argument("--eval-size", type=int, nargs=2, default=[100, 1000], metavar=("QUERIES", "DOCUMENTS"),
-                        help="retrieval check of every variant on the built-in corpus (default: 100 1000; 0 0 skips)")
+    parser.add_argument("--eval-size", type=int, nargs=2, default=[30, 300], metavar=("QUERIES", "DOCUMENTS"),
+                        help="retrieval check of every variant on each domain of the built-in suite (default: 30 300 "
+                             "per domain; 0 0 skips)")
     parser.add_argument("--attention", default=None, metavar="MODE",
                         help="ModernBERT attention in the graph: efficient (default; sliding-window layers block by "
                              "block, global layers fused; linear memory in the length) or standard (transformers' "

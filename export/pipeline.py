@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.evaluation.corpus import calibration_texts, evaluation_set
+from edgembed.evaluation.domains import calibration_texts, describe_calibration, evaluation_suite
+from edgembed.evaluation.evaluate import encode_suite, suite_fidelity
 from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.errors import InvalidArgumentError, UnknownChoiceError
 from edgembed.runtime.manifest import EmbeddingRanges, Manifest, Variant
@@ -25,7 +26,7 @@ from .progress import Progress, Steps
 from .quiet import quiet_tools
 from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
-from .validate import evaluate_variant, load_variant, measure_variant
+from .validate import REFERENCE, load_variant, measure_variant
 from .validation_texts import validation_texts
 from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS, RECIPES, SUPPORTED, ConvertInputs, Recipe, find_recipe
 
@@ -47,8 +48,8 @@ class ExportRequest:
     overwrite: bool = False
     opset: int | None = None
     calibration_texts: list[str] | None = None  # None: the built-in set (evaluation/corpus.py)
-    eval_queries: int = 100  # retrieval check on the built-in evaluation corpus; 0 skips it
-    eval_documents: int = 1000
+    eval_queries: int = 30  # retrieval check per domain of the built-in suite (evaluation/domains.py); 0 skips it
+    eval_documents: int = 300
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
     verbose: bool = False  # let other tools' warnings, log lines and progress bars through
@@ -87,19 +88,16 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         copy_side_files(source, out)
         manifest = _base_manifest(source, config, request, out)
         _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
+        manifest.calibration = describe_calibration(request.calibration_texts)
         texts = validation_texts()
-        queries, documents = ([], [])
-        if request.eval_queries and request.eval_documents:
-            queries, documents = evaluation_set(request.eval_queries, request.eval_documents)
-        everything = texts + queries + documents
+        suite = (evaluation_suite(request.eval_queries, request.eval_documents)
+                 if request.eval_queries and request.eval_documents else None)
+        everything = texts + (suite.flatten() if suite else [])
         steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
         vectors = reference_embeddings(model, source.transformer_dir, everything, manifest.pooling,
                                        manifest.max_length, status=emit.status)
         reference = vectors[:len(texts)]
-        retrieval = None
-        if queries:
-            split = len(texts) + len(queries)
-            retrieval = (queries, documents, vectors[len(texts):split], vectors[split:])
+        retrieval = (suite, vectors[len(texts):]) if suite and suite.domains else None
 
         steps.next("exporting the fp32 ONNX graph with optimum")
         manifest.attention = _attention_mode(request.attention, config, emit)
@@ -157,10 +155,13 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     if not variant.fidelity.passed and not request.allow_low_fidelity:
         raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
     if retrieval is not None:
-        progress.status(f"retrieval check of {recipe.name}: {len(retrieval[0])} queries, {len(retrieval[1])} documents")
-        variant.evaluation = evaluate_variant(embedder, *retrieval)
-        progress(f"      on {len(retrieval[0])} queries x {len(retrieval[1])} documents: top-10 overlap "
-                 f"{variant.evaluation.top10_overlap:.3f}, cosine min {variant.evaluation.cosine_min:.4f}")
+        suite, reference_vectors = retrieval
+        progress.status(f"retrieval check of {recipe.name}: {len(suite.domains)} domains, {suite.texts()} texts")
+        variant.evaluation, variant.evaluation_domains = suite_fidelity(encode_suite(embedder, suite),
+                                                                        reference_vectors, suite, REFERENCE)
+        worst = min(variant.evaluation_domains, key=lambda name: variant.evaluation_domains[name].top10_overlap)
+        progress(f"      on {len(suite.domains)} domains ({suite.texts()} texts): lowest top-10 overlap "
+                 f"{variant.evaluation.top10_overlap:.3f} ({worst}), cosine min {variant.evaluation.cosine_min:.4f}")
     measured = None
     if ranges:
         progress.status(f"int8/uint8 output ranges with {recipe.name}")

@@ -11,6 +11,8 @@ retrieval results of fp32 and most of the speed of plain dynamic int8:
    projections) and of the down projections (FFN output): a channel whose maximum exceeds
    `threshold` x the 90th percentile of the channel maxima is divided by s = (max / (threshold p90))^alpha
    (never s < 1) through an inserted Mul, and the matching weight row is multiplied by s (exact in fp32).
+   The 8 input channels of largest calibration maximum of each down projection leave its int8 product: they
+   are gathered from the unsmoothed input and multiplied by their weight rows in float32 beside it.
 3. Per-token int8 for the MatMuls fed by a LayerNormalization (attention and FFN input projections): each
    token's row gets its own range (blocked QuantizeLinear + com.microsoft.MatMulIntegerToFloat), so [CLS]
    sets only its own step there. ONNX Runtime dynamic quantization (one range per tensor) for the rest. All
@@ -49,6 +51,8 @@ EXTERNAL_BYTES = 1024  # initializers from this size up live in the scratch weig
 # Ops that pass a tensor through unchanged when looking for the LayerNormalization before a MatMul.
 PASS_THROUGH = ("Identity", "Cast")
 SCALE_FLOOR = 1e-12  # per-token scales never go below this (an all-zero row would divide by zero)
+OUTLIER_CHANNELS = 8  # input channels of each down projection multiplied in float32 beside its int8 product
+OUTLIER_SUFFIX = "_OutlierMatMul"
 
 
 @dataclass
@@ -89,10 +93,11 @@ def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.nd
         _int8_embedding_rows(model, directory)
         if status is not None:
             status("ONNX Runtime dynamic quantization of the other MatMuls")
+        excluded = sorted(per_token | _outlier_matmuls(model))
         onnx.save(model, str(directory / "smoothed.onnx"))
         del model  # a protobuf keeps every byte it ever held until it is dropped whole
         quantize_dynamic(directory / "smoothed.onnx", directory / "dynamic.onnx", weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=sorted(per_token),
+                         per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
                          # onnx cannot infer types through the contrib ops already in the graph; they are float
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         quantized = onnx.load(str(directory / "dynamic.onnx"))
@@ -117,22 +122,31 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
     inputs = list(dict.fromkeys(node.input[0] for node in matmuls))
     widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
     stats = _calibrate(model, inputs, calibration, widths=widths, weights_dir=weights_dir, status=status)
+    outliers = _down_projection_outliers(model, matmuls, weights, stats)
     scales = {}
     for name in _smoothing_targets(model, matmuls, weights):
         scale = _smoothing_scale(stats[name].absmax, threshold, alpha)
+        if name in outliers:
+            scale[outliers[name]] = np.inf  # these channels leave the int8 product: 1/s = 0, weight rows 0
         if not np.all(scale == 1.0):
             scales[name] = scale
-    rounded = {}
+    rounded, outlier_rows = {}, {}
     for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
         gram = stats.pop(name).gram.astype(np.float64)
         if name in scales:
             gram /= np.outer(scales[name], scales[name])
-        readers = [node.input[1] for node in matmuls if node.input[0] == name]
-        rounded.update(_gptq_side_by_side(readers, weights, weights_dir, scales.get(name), gram))
+        readers = [node for node in matmuls if node.input[0] == name]
+        if name in scales and name in outliers:
+            for node in readers:
+                rows = weight_values(weights[node.input[1]], weights_dir)[outliers[name]]
+                outlier_rows[node.name] = (name, outliers[name], rows.astype(np.float32))
+        rounded.update(_gptq_side_by_side([node.input[1] for node in readers], weights, weights_dir,
+                                          scales.get(name), gram))
         del gram
         if status is not None:
             status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
     _insert_smoothing(model, scales)
+    _insert_outlier_paths(model, outlier_rows)
     return rounded
 
 
@@ -142,8 +156,8 @@ def _gptq_side_by_side(names: list[str], weights: dict, weights_dir: Path | None
     column on its own, so this gives each weight's own result, with one Hessian inverse instead of several."""
     parts = [weight_values(weights[name], weights_dir) for name in names]
     stacked = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-    if scale is not None:
-        stacked = (stacked * scale[:, None]).astype(np.float32)
+    if scale is not None:  # an infinite scale marks a channel taken out of the int8 product: its rows are 0
+        stacked = (stacked * np.where(np.isfinite(scale), scale, 0.0)[:, None]).astype(np.float32)
     values, column_scales = gptq_int8(stacked, gram)
     result, start = {}, 0
     for name, part in zip(names, parts):
@@ -178,6 +192,56 @@ def _with_external_weights(fp32: Path, directory: Path):  # -> onnx.ModelProto
                     location="weights.bin", size_threshold=EXTERNAL_BYTES)
     del model
     return onnx.load(str(directory / "fp32.onnx"), load_external_data=False)
+
+
+def _down_projection_outliers(model, matmuls: list, weights: dict, stats: dict[str, Statistics],
+                              count: int = OUTLIER_CHANNELS) -> dict[str, np.ndarray]:
+    """The `count` input channels of largest calibration maximum of each down projection's input, by input name.
+
+    Those channels are multiplied in float32 beside the int8 product (_insert_outlier_paths): smoothing alone
+    has to trade their range against the weights' precision, and the down projections were the q8's largest
+    error on non-Latin text (docs/q8-recipe.md, eighth session). Inputs narrower than 4 x count are left alone.
+    """
+    producers = _producers(model)
+    found = {}
+    for node in matmuls:
+        rows, columns = weights[node.input[1]].dims
+        if count and rows > columns and rows >= 4 * count and not _fed_by_layernorm(node, producers):
+            found[node.input[0]] = np.sort(np.argsort(stats[node.input[0]].absmax)[-count:])
+    return found
+
+
+def _insert_outlier_paths(model, outlier_rows: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Beside each MatMul of `outlier_rows` (node name -> its input, the channels, their weight rows): Gather the
+    channels from the unsmoothed input, multiply them by their rows in float32 (a MatMul named *OUTLIER_SUFFIX,
+    left out of quantization) and add that to the int8 product."""
+    onnx, _, _, _ = _imports()
+    from onnx import numpy_helper
+
+    nodes, gathered = [], set()
+    for node in model.graph.node:
+        nodes.append(node)
+        if node.name not in outlier_rows:
+            continue
+        x, channels, rows = outlier_rows[node.name]
+        y = node.output[0]
+        node.output[0] = f"{y}_int8_part"
+        if x not in gathered:
+            gathered.add(x)
+            model.graph.initializer.append(numpy_helper.from_array(channels.astype(np.int64), f"{x}_outlier_channels"))
+            nodes.append(onnx.helper.make_node("Gather", [x, f"{x}_outlier_channels"], [f"{x}_outliers"], axis=-1,
+                                               name=f"{x}_OutlierGather"))
+        model.graph.initializer.append(numpy_helper.from_array(rows, f"{node.input[1]}_outlier_rows"))
+        nodes += [onnx.helper.make_node("MatMul", [f"{x}_outliers", f"{node.input[1]}_outlier_rows"],
+                                        [f"{y}_outlier_part"], name=f"{node.name}{OUTLIER_SUFFIX}"),
+                  onnx.helper.make_node("Add", [f"{y}_int8_part", f"{y}_outlier_part"], [y],
+                                        name=f"{node.name}_OutlierAdd")]
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+
+
+def _outlier_matmuls(model) -> set[str]:
+    return {node.name for node in model.graph.node if node.name.endswith(OUTLIER_SUFFIX)}
 
 
 def _weight_matmuls(model, weights: dict) -> list:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.evaluation.evaluate import cosine_per_row, retrieval_fidelity
+from edgembed.evaluation.evaluate import cosine_per_row
 from edgembed.runtime import Embedder, Fidelity, Manifest, Speed, Variant, int8_path
 from edgembed.runtime.backends import backend_for_format
 from edgembed.runtime.cpu import cpu_model
@@ -33,11 +33,3 @@ def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,
     embedder.encode(texts, batch_size=8, prompt="")
     rate = len(texts) / (time.perf_counter() - start)
     return fidelity, Speed(texts_per_second=round(rate, 2), cpu=cpu_model())
-
-
-def evaluate_variant(embedder: Embedder, queries: list[str], documents: list[str], reference_queries: np.ndarray,
-                     reference_documents: np.ndarray) -> Fidelity:
-    """The `edgembed eval` figures of one variant, against PyTorch, for the manifest."""
-    query_vectors = embedder.encode(queries, prompt="", normalize=True)
-    document_vectors = embedder.encode(documents, prompt="", normalize=True)
-    return retrieval_fidelity(query_vectors, document_vectors, reference_queries, reference_documents, REFERENCE)

@@ -99,7 +99,8 @@ RECIPES = [
            "half the disk, the same vectors (slower than fp32 on CPUs)"),
     Recipe("onnx", "q8", "onnx/model_quantized.onnx", _onnx_q8,
            "int8 MatMuls (export/q8_recipe.py): calibrated smoothing of outlier channels, GPTQ-rounded int8 weights "
-           "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul); "
+           "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul), "
+           "each down projection's 8 largest input channels in float32; "
            "int8 word embeddings; the same integers as uint8 in onnx/model_uint8.onnx for x86 CPUs without VNNI",
            0.97, "CPU serving: the default", needs_calibration=True, alternates={"no-vnni": Q8_UINT8_TWIN}),
     Recipe("onnx", "q4", "onnx/model_q4.onnx", _onnx_q4,
@@ -111,8 +112,9 @@ RECIPES = [
            "float16 weights (rotary frequencies kept float32), float32 arithmetic", 0.999,
            "half the disk, the same vectors", precision_hint="f32"),
     Recipe("openvino", "q8", "openvino/openvino_model_int8.xml", _openvino("q8"),
-           "nncf.compress_weights INT8_SYM: int8 weights per output channel; the CPU plugin quantizes activations "
-           "at run time in groups of 128 channels per token; float parts in bf16 where the CPU has it", 0.97,
+           "nncf.compress_weights INT8_ASYM: int8 weights with a zero point per output channel; the CPU plugin "
+           "quantizes activations at run time in groups of 128 channels per token (or, with AMX, runs bf16); float "
+           "parts in bf16 where the CPU has it", 0.97,
            "CPU serving: the default", precision_hint="bf16", portable=False),
     Recipe("openvino", "q8-static", "openvino/openvino_model_qint8_quantized.xml", _openvino("q8-static"),
            "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated", 0.97,

@@ -69,7 +69,8 @@ class Variant:
     portable: bool = False
     alternates: dict[str, str] = field(default_factory=dict)
     fidelity: Fidelity | None = None
-    evaluation: Fidelity | None = None
+    evaluation: Fidelity | None = None  # the retrieval check: each figure at its worst over the domains
+    evaluation_domains: dict[str, Fidelity] = field(default_factory=dict)  # the same check, per domain
     speed: Speed | None = None
 
     @property
@@ -101,7 +102,8 @@ class EmbeddingRanges:
     """The fixed int8/uint8 ranges of a model, measured at export (see runtime/precision.py).
 
     `variant`: the exported variant that embedded the texts (e.g. onnx/fp32); `texts`: how many; `source`: which
-    texts; `prompts`: the prompt names they were embedded with. One entry of `ranges` per Matryoshka dim.
+    texts; `prompts`: the prompt names they were embedded with; `margin`: how far the measured min/max were
+    widened. One entry of `ranges` per Matryoshka dim.
     """
 
     variant: str
@@ -109,6 +111,7 @@ class EmbeddingRanges:
     source: str
     prompts: list[str] = field(default_factory=list)
     ranges: list[DimensionRanges] = field(default_factory=list)
+    margin: float = 0.0  # share of each component's span added on both sides of the measured min/max
 
     def find(self, dim: int, normalize: bool) -> DimensionRanges | None:
         for entry in self.ranges:
@@ -138,6 +141,9 @@ class Manifest:
     attention: str = "standard"  # "efficient": sliding-window layers block-local, global layers fused
     variants: list[Variant] = field(default_factory=list)
     embedding_ranges: EmbeddingRanges | None = None  # optional: exports before it have none
+    # Which texts calibrated the calibrated variants and the ranges: the built-in set (its domains, counts and
+    # sources) or the user's --calibration-data. Exports before it have none.
+    calibration: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     edgembed_version: str = ""
 
@@ -215,8 +221,12 @@ def _variant_from_dict(data: dict[str, Any]) -> Variant:
     if isinstance(evaluation, dict) and "texts" not in evaluation:
         evaluation = {**evaluation, "texts": int(evaluation.get("queries", 0)) + int(evaluation.get("documents", 0))}
     speed = _build(Speed, data["speed"]) if data.get("speed") else None
+    domains = data.get("evaluation_domains") or {}
+    if not isinstance(domains, dict):
+        raise TypeError("evaluation_domains must be an object of domain names to figures")
     return _build(Variant, data, files=files, fidelity=fidelity,
-                  evaluation=_build(Fidelity, evaluation) if evaluation else None, speed=speed)
+                  evaluation=_build(Fidelity, evaluation) if evaluation else None, speed=speed,
+                  evaluation_domains={name: _build(Fidelity, figures) for name, figures in domains.items()})
 
 
 def _ranges_from_dict(data: Any) -> EmbeddingRanges | None:
@@ -256,6 +266,8 @@ def _check_values(manifest: Manifest, origin: str) -> None:
     if manifest.max_length > manifest.max_position_embeddings:
         raise ManifestError(origin, f"max_length {manifest.max_length} exceeds max_position_embeddings "
                                     f"{manifest.max_position_embeddings}")
+    if manifest.calibration is not None and not isinstance(manifest.calibration, dict):
+        raise ManifestError(origin, f"calibration must be an object, got {manifest.calibration!r}")
     if manifest.embedding_ranges is not None:
         _check_ranges(manifest.embedding_ranges, manifest.hidden_size, origin)
     if not isinstance(manifest.tokenizer_file, str) or not manifest.tokenizer_file:

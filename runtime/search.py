@@ -26,7 +26,10 @@ MIN_BLOCK_ROWS = 256
 MAX_BLOCK_ROWS = 65536  # enough blocks to keep every thread busy to the end
 BLAS_MIN_QUERIES = 8  # fewer queries than this are scored without BLAS (see _dot)
 CONVERT_ROWS = 512  # int8 rows turned into float32 at a time: converting a whole block first was ~4x slower
-DEFAULT_RESCORE_MULTIPLIER = 4
+# The default shortlist is k x max(MIN_RESCORE_MULTIPLIER, ceil(SHORTLIST_DIMENSIONS / dimensions)) rows: fewer
+# dimensions rank less surely in the first pass (384: x8, 768 and more: x4; docs/vectors.md).
+MIN_RESCORE_MULTIPLIER = 4
+SHORTLIST_DIMENSIONS = 3072
 _INT8_SHIFT = 128
 _BINARY_FLIP = np.uint8(0x80)  # binary codes are ubinary bytes - 128, i.e. with the top bit flipped
 _POPCOUNT_TABLE = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
@@ -45,7 +48,7 @@ class Hits:
 
 def search(queries: np.ndarray, corpus: np.ndarray, *, k: int = 10, precision: str = "float32",
            ranges: np.ndarray | None = None, rescore: np.ndarray | None = None,
-           rescore_precision: str = "float32", rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
+           rescore_precision: str = "float32", rescore_multiplier: int | None = None,
            block_rows: int | None = None, threads: int | None = None) -> Hits:
     """The k best corpus rows for every query.
 
@@ -53,7 +56,8 @@ def search(queries: np.ndarray, corpus: np.ndarray, *, k: int = 10, precision: s
     `corpus`: vectors in `precision` ("float32", "int8", "uint8", "binary", "ubinary"), as Embedder.encode
     returns them. `ranges` (2, dim): the int8/uint8 ranges of the corpus or of `rescore` (Embedder.
     embedding_ranges()). `rescore`: vectors of the same rows in `rescore_precision` (float32, int8 or uint8) to
-    re-rank a first-pass shortlist of rescore_multiplier * k rows with the float query.
+    re-rank a first-pass shortlist of rescore_multiplier * k rows with the float query (default: by the corpus's
+    dimensions, default_rescore_multiplier()).
     `block_rows`: corpus rows per block (default: about BLOCK_BUDGET bytes of work). `threads`: blocks searched
     at once (default: the CPU count).
     """
@@ -65,6 +69,8 @@ def search(queries: np.ndarray, corpus: np.ndarray, *, k: int = 10, precision: s
     query_matrix = np.atleast_2d(np.asarray(queries))
     float_queries = query_matrix.dtype.kind == "f"
     if rescore is not None:
+        if rescore_multiplier is None:
+            rescore_multiplier = default_rescore_multiplier(_dimensions(corpus, precision))
         check_positive_int("rescore_multiplier", rescore_multiplier)
         if not float_queries:
             raise InvalidTypeError("queries", f"(array of {query_matrix.dtype})", "float vectors when rescoring",
@@ -81,6 +87,16 @@ def search(queries: np.ndarray, corpus: np.ndarray, *, k: int = 10, precision: s
         scores = first.scores(cost)
     hits = Hits(indices=ids.astype(np.int64), scores=scores.astype(np.float32))
     return Hits(hits.indices[0], hits.scores[0]) if single else hits
+
+
+def default_rescore_multiplier(dimensions: int) -> int:
+    """The shortlist multiplier search() uses for a corpus of `dimensions` components: 8 for 384, 4 from 768 on."""
+    check_positive_int("dimensions", dimensions)
+    return max(MIN_RESCORE_MULTIPLIER, -(-SHORTLIST_DIMENSIONS // dimensions))
+
+
+def _dimensions(corpus: np.ndarray, precision: str) -> int:
+    return corpus.shape[1] * 8 if precision in BINARY_PRECISIONS else corpus.shape[1]
 
 
 def hamming_distances(queries: np.ndarray, corpus: np.ndarray, *, precision: str = "ubinary") -> np.ndarray:

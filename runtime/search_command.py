@@ -39,7 +39,8 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--rescore", action="store_true",
                         help="re-rank a shortlist of K x --rescore-multiplier rows with the float query against "
                              "int8 vectors (binary) or the float vectors (int8)")
-    parser.add_argument("--rescore-multiplier", type=int, default=4, metavar="N", help="shortlist size / K (default 4)")
+    parser.add_argument("--rescore-multiplier", type=int, metavar="N",
+                        help="shortlist size / K (default: by the vectors' dimensions, 8 for 384, 4 from 768 on)")
     parser.add_argument("--texts", dest="labels", type=Path, metavar="FILE",
                         help="one text per line for the rows of a .npy (shown beside each hit)")
     parser.add_argument("--id-column", default="id", metavar="NAME", help="Parquet id column (default: id)")
@@ -119,7 +120,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--format", args.output_format, " or ".join(OUTPUT_FORMATS))
     if args.top_k < 1:
         raise InvalidArgumentError("-k", args.top_k, "an integer of at least 1")
-    if args.rescore_multiplier < 1:
+    if args.rescore_multiplier is not None and args.rescore_multiplier < 1:
         raise InvalidArgumentError("--rescore-multiplier", args.rescore_multiplier, "an integer of at least 1")
     if not args.vectors.exists():
         raise UsageError(f"{args.vectors}: no such file or directory")

@@ -8,6 +8,7 @@ import pytest
 from conftest import ALL_VARIANTS
 
 from edgembed.cli import main
+from edgembed.evaluation.domains import DOMAIN_NAMES, Suite
 from edgembed.evaluation.evaluate import evaluate_directory, top_k_overlap
 
 
@@ -40,7 +41,26 @@ def test_eval_writes_table_json_and_plot(tiny_export, parity_texts, tmp_path, ca
             assert fidelity["top10_overlap"] == pytest.approx(1.0) and fidelity["cosine_min"] >= 0.9999
     markdown = (report / "report.md").read_text()
     assert "| q8 | openvino |" in markdown and "top-10 overlap" in markdown and "best of 2 passes" in markdown
+    assert "| custom | 8 x 40 |" in markdown
     assert (report / "fidelity_vs_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["eval", str(tiny_export), "--texts", str(documents), "--report", str(report)]) == 2
+    assert "--texts and --queries go together" in capsys.readouterr().err
+
+
+def test_eval_reports_each_built_in_domain(tiny_export, tmp_path):
+    report = tmp_path / "report"
+    assert main(["eval", str(tiny_export), "--domains", "code", "short", "--size", "5", "30", "--passes", "1",
+                 "--report", str(report)]) == 0
+    rows = json.loads((report / "report.json").read_text())
+    for row in rows:
+        domains = row["domains"]
+        assert sorted(domains) == ["code", "short"] and all(d["texts"] == 35 for d in domains.values())
+        worst = row["fidelity"]
+        assert worst["cosine_min"] == min(d["cosine_min"] for d in domains.values())
+        assert worst["top10_overlap"] == min(d["top10_overlap"] for d in domains.values())
+        assert worst["texts"] == 70
+    markdown = (report / "report.md").read_text()
+    assert "| code | 5 x 30 |" in markdown and "| short | 5 x 30 |" in markdown and "PSF-2.0" in markdown
 
 
 def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_texts):
@@ -51,22 +71,29 @@ def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_t
         calls.append((embedder.variant, embedder.backend))
         return 1e9 if len(calls) == 1 else 1e-3  # one fast pass, then slow ones
 
-    results = evaluate_directory(tiny_export, parity_texts[:4], parity_texts[:20], passes=3, progress=lambda _: None,
-                                 rate=fake_rate)
+    suite = Suite(domains={"custom": (parity_texts[:4], parity_texts[:20])})
+    results = evaluate_directory(tiny_export, suite, passes=3, progress=lambda _: None, rate=fake_rate)
     pairs = [(r.variant, r.backend) for r in results]
     assert sorted(pairs) == sorted(ALL_VARIANTS)
     assert calls == pairs[::-1] + pairs  # rounds 2 and 3
     assert results[-1].texts_per_second == 1e9  # its fast pass counts
     assert all(1 < r.texts_per_second < 1e9 for r in results[:-1])  # their own first pass beats the slow ones
     with pytest.raises(ValueError, match="passes=0 is not valid: expected an integer of at least 1"):
-        evaluate_directory(tiny_export, parity_texts[:4], parity_texts[:20], passes=0)
+        evaluate_directory(tiny_export, suite, passes=0)
 
 
-def test_export_stores_retrieval_figures(tiny_export):
-    for variant in json.loads((tiny_export / "manifest.json").read_text())["variants"]:
-        figures = variant["evaluation"]
-        assert figures["texts"] == 1100 and figures["int8_path"]
+def test_export_stores_retrieval_figures_per_domain(tiny_export):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    for variant in manifest["variants"]:
+        figures, domains = variant["evaluation"], variant["evaluation_domains"]
+        assert {"english-prose", "code", "short", "long"} <= set(domains) <= set(DOMAIN_NAMES)
+        assert all(d["texts"] <= 330 for d in domains.values()) and domains["code"]["texts"] == 330
+        assert figures["texts"] == sum(d["texts"] for d in domains.values()) and figures["int8_path"]
         assert figures["reference"].startswith("pytorch")
+        assert figures["top10_overlap"] == min(d["top10_overlap"] for d in domains.values())
         assert 0.8 <= figures["top10_overlap"] <= 1.0 and figures["cosine_p1"] >= figures["cosine_min"]
         if variant["dtype"] == "fp32":
             assert figures["top10_overlap"] == pytest.approx(1.0)
+    calibration = manifest["calibration"]
+    assert calibration["set"] == "built-in" and calibration["texts"] == 300
+    assert {"english-prose", "code", "short"} <= set(calibration["domains"])

@@ -383,3 +383,27 @@ def test_search_errors(call, error, message):
     corpus, queries = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)
     with pytest.raises(error, match=message):
         call(corpus, queries)
+
+
+def test_the_default_shortlist_grows_as_the_dimensions_shrink():
+    from edgembed.runtime.search import default_rescore_multiplier
+
+    assert [default_rescore_multiplier(d) for d in (64, 256, 384, 768, 1024)] == [48, 12, 8, 4, 4]
+    rng = np.random.default_rng(7)
+    corpus = rng.standard_normal((3000, 384)).astype(np.float32)
+    queries = rng.standard_normal((6, 384)).astype(np.float32)
+    binary, rescore = quantize(corpus, "binary"), corpus
+    default = search(queries, binary, k=10, precision="binary", rescore=rescore)
+    explicit = search(queries, binary, k=10, precision="binary", rescore=rescore, rescore_multiplier=8)
+    np.testing.assert_array_equal(default.indices, explicit.indices)
+    assert not np.array_equal(default.indices, search(queries, binary, k=10, precision="binary", rescore=rescore,
+                                                      rescore_multiplier=4).indices)
+
+
+def test_export_ranges_are_widened_by_a_share_of_their_span():
+    from edgembed.export.embedding_ranges import widened
+
+    bounds = np.array([[-0.2, 0.0, -0.9], [0.2, 0.5, 0.95]], dtype=np.float32)
+    np.testing.assert_allclose(widened(bounds, 0.2, normalized=True), [[-0.28, -0.1, -1.0], [0.28, 0.6, 1.0]],
+                               atol=1e-6)
+    np.testing.assert_allclose(widened(bounds, 0.2, normalized=False)[:, 2], [-1.27, 1.32], atol=1e-6)

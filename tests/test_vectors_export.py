@@ -15,7 +15,7 @@ pytestmark = pytest.mark.export
 def test_tiny_export_carries_ranges_for_every_matryoshka_dim(tiny_export: Path):
     stored = json.loads((tiny_export / "manifest.json").read_text())["embedding_ranges"]
     assert stored["variant"] == "onnx/fp32" and stored["texts"] == 300
-    assert stored["source"].startswith("built-in calibration texts")
+    assert stored["source"].startswith("built-in calibration set")
     assert stored["prompts"] == ["document", "query"]
     assert [(r["dim"], r["normalize"]) for r in stored["ranges"]] == [(64, True), (32, True), (16, True)]
     for entry in stored["ranges"]:

@@ -1,0 +1,71 @@
+"""q8 speed before and after a recipe change, in one run: the same documents through each export's variants in turns.
+
+    flock /work/coord/measure.lock python benchmarks/q8_speed.py --exports before=DIR1 after=DIR2 \\
+        --out benchmarks/results/fidelity/speed-minilm.json
+
+Every (export, variant, backend) runs one timed pass over the suite's speed documents (up to 3,000, the domains
+taking turns, as `edgembed eval` times them) per round, the order reversing every round, one model loaded at a
+time; each keeps its best pass. Printed: texts per second, each q8 against its own export's fp32 on the same
+backend, and each export's q8 against the first export's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exports", nargs="+", required=True, metavar="NAME=DIR")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--documents", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=["fp32", "q8"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from edgembed.evaluation.domains import evaluation_suite
+    from edgembed.evaluation.evaluate import documents_per_second
+    from edgembed.runtime import Embedder
+    from fidelity import isa
+
+    exports = dict(item.split("=", 1) for item in args.exports)
+    documents = evaluation_suite(100, 1000).speed_documents(args.documents)
+    runs = [(name, variant, backend) for name in exports for backend in ("onnxruntime", "openvino")
+            for variant in args.variants]
+    best = dict.fromkeys(runs, 0.0)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    started = time.perf_counter()
+    for number in range(args.rounds):
+        for run in runs if number % 2 == 0 else runs[::-1]:
+            name, variant, backend = run
+            model = Embedder.load(exports[name], variant=variant, backend=backend, threads=args.threads)
+            best[run] = max(best[run], documents_per_second(model, documents))
+            del model
+        print(f"round {number + 1}: " + ", ".join(f"{'/'.join(r)} {v:.0f}" for r, v in best.items()), file=sys.stderr)
+    first = next(iter(exports))
+    rows = []
+    for name, variant, backend in runs:
+        rate = best[(name, variant, backend)]
+        rows.append({"export": name, "variant": variant, "backend": backend, "texts_per_second": round(rate, 1),
+                     "vs_fp32": round(rate / best[(name, "fp32", backend)], 3) if "fp32" in args.variants else None,
+                     f"vs_{first}": round(rate / best[(first, variant, backend)], 3)})
+    result = {"isa": isa(), "loadavg_before": " ".join(load), "loadavg_after": " ".join(
+              Path("/proc/loadavg").read_text().split()[:3]), "documents": len(documents), "rounds": args.rounds,
+              "threads": args.threads, "seconds": round(time.perf_counter() - started), "rows": rows}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
