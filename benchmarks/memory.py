@@ -241,13 +241,14 @@ def speed_ratios(rows: list[dict]) -> list[str]:
 
 
 def parse_config(text: str) -> tuple[str, dict]:
-    """LABEL=JSON, the JSON an object with optional "load" (Embedder.load keywords) and "env" (variables)."""
+    """LABEL=JSON, the JSON an object with optional "load" (Embedder.load keywords), "env" (variables) and
+    "backends" (the backends it applies to; default all)."""
     label, _, body = text.partition("=")
     value = json.loads(body) if body else {}
-    unknown = set(value) - {"load", "env"}
+    unknown = set(value) - {"load", "env", "backends"}
     if unknown:
-        raise SystemExit(f"--config {label}: unknown keys {sorted(unknown)}; use \"load\" and \"env\"")
-    return label, {"load": value.get("load", {}), "env": value.get("env", {})}
+        raise SystemExit(f"--config {label}: unknown keys {sorted(unknown)}; use \"load\", \"env\", \"backends\"")
+    return label, {"load": value.get("load", {}), "env": value.get("env", {}), "backends": value.get("backends")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--repeats", type=int, default=1, help="fresh processes per configuration (median kept)")
     parser.add_argument("--baseline", type=Path, help="another edgembed source tree to measure the same way")
+    parser.add_argument("--source", type=Path,
+                        help="the source tree of the 'this' rows (default: the installed edgembed); a snapshot "
+                             "(git archive) keeps a long run from seeing later edits")
     parser.add_argument("--config", action="append", default=[], metavar="LABEL=JSON",
                         help='extra configurations of this tree, e.g. \'streams1={"load": {"streams": 1}}\'')
     parser.add_argument("--out", type=Path, help="directory for memory.json and memory.md")
@@ -270,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     from run import OtherLoad, git_state, machine_info, versions
 
     configs = [("default", {"load": {}, "env": {}}), *map(parse_config, args.config)]
-    trees = ([("baseline", str(args.baseline.resolve()))] if args.baseline else []) + [("this", None)]
+    trees = ([("baseline", str(args.baseline.resolve()))] if args.baseline else []) + [
+        ("this", str(args.source.resolve()) if args.source else None)]
     other = OtherLoad()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -281,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             texts_file.write_text(json.dumps(texts))
             for variant, backend in installed_pairs(manifest, args.variants):
                 plan = [(tree, source, label, config) for label, config in configs for tree, source in trees
-                        if tree == "this" or label == "default"]
+                        if (tree == "this" or label == "default")
+                        and backend in (config.get("backends") or [backend])]
                 runs: dict[int, list[dict]] = {index: [] for index in range(len(plan))}
                 for _ in range(args.repeats):  # interleaved: a change in the machine's load hits every row
                     for index, (tree, source, label, config) in enumerate(plan):
