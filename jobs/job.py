@@ -119,64 +119,72 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
     target = _output_target(Path(output), output_format, id_field)
     embedder = _load(model, variant=variant, backend=backend, max_length=max_length, threads=threads,
                      streams=streams, verify=verify)
-    # Check the options on a real call before any file is touched (a bad prompt name or dim, or int8 without
-    # ranges for that dim, fails here).
-    from .embedding import embed_texts
-
-    embed_texts(embedder, ["check"], settings)
-    fingerprint = input_fingerprint(spec.path)
-    start = time.perf_counter()
-    plan = scan(spec, shard_size)
-    dimension = dim or embedder.dimension
-    state = JobState(
-        identity={"input": {"format": spec.format, "text_field": spec.text_field, "id_field": spec.id_field,
-                            **fingerprint},
-                  "model": model_fingerprint(embedder),
-                  "vectors": {**settings.vector_options(), "dimension": dimension, "shard_size": shard_size}},
-        details={"paths": {"input": str(spec.path.resolve()), "model": str(Path(embedder.directory).resolve()),
-                           "output": str(target.resolve())},
-                 "plan": {"rows": plan.rows, "shards": plan.shards, "id_type": plan.id_type},
-                 "execution": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
-                               "threads": threads, "streams": streams, "on_bad_row": on_bad_row,
-                               "ray": ray if ray is not True else "local or RAY_ADDRESS",
-                               "edgembed_version": __version__}})
-    directory = _prepare(target, state, overwrite, output_format=_kind(target, output_format), stream=stream)
-    from .shards import finished_shards, remove_temporary_files
-
-    remove_temporary_files(directory)
-    infos = finished_shards(directory, state.job_id)
-    pending = [shard for shard in range(plan.shards) if shard not in infos]
-    state.write(directory, "running")
-    metadata = {"job_id": state.job_id, "model_id": embedder.model_id, "variant": embedder.variant,
-                "backend": embedder.backend, "dimension": dimension, "prompt": settings.prompt,
-                "prompt_name": settings.prompt_name, "edgembed_version": __version__,
-                **_precision_metadata(embedder, settings)}
-    done_rows = sum(info.end_row - info.first_row for info in infos.values())
-    bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
+    # An Embedder the caller passed stays open; one loaded here is closed when the job ends, however it ends.
     try:
-        if pending and ray is not False:
-            _require("ray", "ray")
-            from .ray_job import run_on_ray
+        # Check the options on a real call before any file is touched (a bad prompt name or dim, or int8 without
+        # ranges for that dim, fails here).
+        from .embedding import embed_texts
 
-            infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
-                                    settings=settings, embedder=embedder, metadata=metadata, directory=directory,
-                                    on_bad_row=on_bad_row, progress=bar, actors=actors,
-                                    cpus_per_actor=cpus_per_actor, streams=streams, ship_model=ship_model))
-        elif pending:
-            infos.update(_run_here(embedder, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
-                                   settings=settings, metadata=metadata, directory=directory,
-                                   on_bad_row=on_bad_row, progress=bar))
+        embed_texts(embedder, ["check"], settings)
+        fingerprint = input_fingerprint(spec.path)
+        start = time.perf_counter()
+        plan = scan(spec, shard_size)
+        dimension = dim or embedder.dimension
+        state = JobState(
+            identity={"input": {"format": spec.format, "text_field": spec.text_field, "id_field": spec.id_field,
+                                **fingerprint},
+                      "model": model_fingerprint(embedder),
+                      "vectors": {**settings.vector_options(), "dimension": dimension, "shard_size": shard_size}},
+            details={"paths": {"input": str(spec.path.resolve()), "model": str(Path(embedder.directory).resolve()),
+                               "output": str(target.resolve())},
+                     "plan": {"rows": plan.rows, "shards": plan.shards, "id_type": plan.id_type},
+                     "execution": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
+                                   "threads": threads, "streams": streams, "on_bad_row": on_bad_row,
+                                   "ray": ray if ray is not True else "local or RAY_ADDRESS",
+                                   "edgembed_version": __version__}})
+        directory = _prepare(target, state, overwrite, output_format=_kind(target, output_format), stream=stream)
+        from .shards import finished_shards, remove_temporary_files
+
+        remove_temporary_files(directory)
+        infos = finished_shards(directory, state.job_id)
+        pending = [shard for shard in range(plan.shards) if shard not in infos]
+        state.write(directory, "running")
+        metadata = {"job_id": state.job_id, "model_id": embedder.model_id, "variant": embedder.variant,
+                    "backend": embedder.backend, "dimension": dimension, "prompt": settings.prompt,
+                    "prompt_name": settings.prompt_name, "edgembed_version": __version__,
+                    **_precision_metadata(embedder, settings)}
+        done_rows = sum(info.end_row - info.first_row for info in infos.values())
+        bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
+        try:
+            if pending and ray is not False:
+                _require("ray", "ray")
+                from .ray_job import run_on_ray
+
+                if embedder is not model:  # the actors load their own; the driver's copy would only hold memory
+                    embedder.close()
+
+                infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
+                                        settings=settings, embedder=embedder, metadata=metadata, directory=directory,
+                                        on_bad_row=on_bad_row, progress=bar, actors=actors,
+                                        cpus_per_actor=cpus_per_actor, streams=streams, ship_model=ship_model))
+            elif pending:
+                infos.update(_run_here(embedder, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
+                                       settings=settings, metadata=metadata, directory=directory,
+                                       on_bad_row=on_bad_row, progress=bar))
+        finally:
+            bar.close()
+        summary = JobSummary(
+            output=str(target), rows=plan.rows, texts=sum(i.texts for i in infos.values()),
+            skipped=sum(len(i.skipped) for i in infos.values()), tokens=sum(i.tokens for i in infos.values()),
+            truncated=sum(i.truncated for i in infos.values()), shards=plan.shards,
+            resumed_shards=plan.shards - len(pending), texts_this_run=bar.texts, tokens_this_run=bar.tokens,
+            seconds=time.perf_counter() - start, model_id=embedder.model_id, variant=embedder.variant,
+            backend=embedder.backend, dimension=dimension, precision=settings.precision)
+        _finish(target, directory, state, infos, summary, _kind(target, output_format))
+        return summary
     finally:
-        bar.close()
-    summary = JobSummary(
-        output=str(target), rows=plan.rows, texts=sum(i.texts for i in infos.values()),
-        skipped=sum(len(i.skipped) for i in infos.values()), tokens=sum(i.tokens for i in infos.values()),
-        truncated=sum(i.truncated for i in infos.values()), shards=plan.shards,
-        resumed_shards=plan.shards - len(pending), texts_this_run=bar.texts, tokens_this_run=bar.tokens,
-        seconds=time.perf_counter() - start, model_id=embedder.model_id, variant=embedder.variant,
-        backend=embedder.backend, dimension=dimension, precision=settings.precision)
-    _finish(target, directory, state, infos, summary, _kind(target, output_format))
-    return summary
+        if embedder is not model:
+            embedder.close()
 
 
 def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, directory, on_bad_row, progress):

@@ -183,7 +183,8 @@ def _read_block(spec: InputSpec, id_type: str, on_bad_row: str, shard: int, offs
 
 class EmbedShards:
     """The actor: loads the export once, on `threads` threads (its CPUs: ONNX Runtime and OpenVINO ignore
-    OMP_NUM_THREADS), then embeds and writes every shard it is given."""
+    OMP_NUM_THREADS), then embeds and writes every shard it is given; its model is closed when Ray Data shuts the
+    actor down (Ray deletes the object then)."""
 
     def __init__(self, *, model_dir: str | None, variant: str, backend: str, max_length: int, threads: int,
                  streams: int | None, settings: EmbedSettings, id_type: str, metadata: dict[str, object],
@@ -201,6 +202,11 @@ class EmbedShards:
         self._id_type = id_type
         self._metadata = metadata
         self._directory = Path(directory)
+
+    def __del__(self) -> None:
+        model = getattr(self, "_model", None)  # absent when __init__ failed
+        if model is not None:
+            model.close()
 
     def __call__(self, batch):
         import pyarrow as pa

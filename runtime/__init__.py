@@ -9,6 +9,7 @@ from .embedder import EncodeStats, Embedder
 from .errors import (
     BackendUnavailableError,
     ChecksumError,
+    ClosedError,
     EdgembedError,
     InputTooLongError,
     InvalidArgumentError,
@@ -30,6 +31,7 @@ __all__ = [
     "PRECISIONS",
     "BackendUnavailableError",
     "ChecksumError",
+    "ClosedError",
     "DimensionRanges",
     "EdgembedError",
     "EmbeddingRanges",

@@ -15,6 +15,7 @@ from .backends import Backend, Compile, build_feeds, compile_graph, cuda_availab
 from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from .cpu import int8_path
 from .errors import (
+    ClosedError,
     InvalidArgumentError,
     InvalidTypeError,
     ModelFileError,
@@ -26,6 +27,7 @@ from .errors import (
 )
 from .loading import VERIFY_MODES, LoadedModel, open_model
 from .manifest import Manifest
+from .memory import trim_heap
 from .pooling import combine_windows, pool, truncate_dim
 from .pooling import normalize as l2_normalize
 from .precision import RANGED_PRECISIONS, check_precision, check_ranges, manifest_ranges, quantize
@@ -49,32 +51,80 @@ class EncodeStats:
 
 
 class Embedder:
-    """Embeds texts with one exported variant on one backend. Safe to share between threads."""
+    """Embeds texts with one exported variant on one backend. Safe to share between threads.
+
+    `close()` (or the end of `with Embedder.load(...) as model:`) releases the compiled graph and the stream
+    threads; using the Embedder afterwards raises ClosedError.
+    """
 
     def __init__(self, loaded: LoadedModel, reason: str = "requested") -> None:
-        self._loaded = loaded
+        self._model_path = loaded.model_path  # `loaded` itself is not kept: close() must drop the last reference
         self.directory = loaded.directory
         self.manifest = loaded.manifest
         self._variant = loaded.variant
-        self._backend = loaded.backend
+        self._backend = loaded.backend  # the streams' graph, and the single texts' too without a latency copy
+        self._latency_backend = loaded.latency_backend
+        self._threads = loaded.threads
+        self._backend_name = loaded.backend.name
         self._tokenizer = loaded.tokenizer
         self._streams = loaded.streams
         self._reason = reason
         self._stats = EncodeStats()
         self._stats_lock = threading.Lock()
         self._warned_dim = False
+        self._state = threading.Lock()  # guards _closed, _active and the release
+        self._closed = False
+        self._active = 0  # calls running on the backend
+
+    def __enter__(self) -> "Embedder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the compiled graph, its memory and the stream threads; calling it again does nothing. Calls
+        already running (on other threads, or the one whose callback closes) finish first, and the last of them
+        releases; any later call raises ClosedError."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            idle = self._active == 0
+        if idle:
+            self._release()
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
+
+    def _release(self) -> None:
+        with self._state:
+            backends = [b for b in (self._backend, self._latency_backend) if b is not None]
+            self._backend = self._latency_backend = None
+        if not backends:
+            return
+        self._streams.close()
+        for backend in backends:
+            backend.close()
+        del backends, backend
+        trim_heap()
 
     @classmethod
     def load(cls, path: str | Path, *, variant: str | None = None, backend: str | None = None,
              max_length: int | None = None, threads: int | None = None, streams: int | None = None,
              providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE,
-             verify: str = "size", compile: Compile = compile_graph) -> "Embedder":
+             verify: str = "size", latency_copy: bool = False, compile: Compile = compile_graph) -> "Embedder":
         """Load an exported model directory (the output of `edgembed export`).
 
         `variant`/`backend`: a name, "auto" (the fastest faithful one, see selection.py) or None (edgembed's
         default order for this CPU). `threads`: inference threads (default: the physical cores). `streams`: with
         several texts, how many batches run at once, each on threads // streams threads (default: 2 on a CPU
-        with 2+ cores; 1 turns it off). `verify`: "size" (default), "sha256" or "none" for the model files.
+        with 2+ cores; 1 turns it off); one compiled copy of the weights serves them and single texts, which
+        then run on one stream's threads. `latency_copy=True` compiles a second copy for single texts on every
+        thread: faster single texts for the memory of the weights again (docs/memory.md). `verify`: "size"
+        (default), "sha256" or "none" for the model files.
         `compile`: what turns a graph file into a Backend (tests pass a recording one).
         """
         if not isinstance(path, (str, Path)):
@@ -82,17 +132,19 @@ class Embedder:
         directory = Path(path)
         return cls.from_manifest(directory, Manifest.read(directory), variant=variant, backend=backend,
                                  max_length=max_length, threads=threads, streams=streams, providers=providers,
-                                 auto_min_cosine=auto_min_cosine, verify=verify, compile=compile)
+                                 auto_min_cosine=auto_min_cosine, verify=verify, latency_copy=latency_copy,
+                                 compile=compile)
 
     @classmethod
     def from_manifest(cls, directory: Path, manifest: Manifest, *, variant: str | None = None,
                       backend: str | None = None, max_length: int | None = None, threads: int | None = None,
                       streams: int | None = None, providers: Sequence[str] | None = None,
-                      auto_min_cosine: float = AUTO_MIN_COSINE, verify: str = "size",
+                      auto_min_cosine: float = AUTO_MIN_COSINE, verify: str = "size", latency_copy: bool = False,
                       compile: Compile = compile_graph) -> "Embedder":
         """Build an Embedder from an in-memory manifest (the exporter validates variants this way)."""
         check_optional_str("variant", variant)
         check_optional_str("backend", backend)
+        check_bool("latency_copy", latency_copy)
         if verify not in VERIFY_MODES:
             raise InvalidArgumentError("verify", verify, " or ".join(repr(m) for m in VERIFY_MODES))
         wants_cuda = "auto" in (variant, backend)
@@ -105,7 +157,8 @@ class Embedder:
                 stacklevel=3)
         loaded = open_model(Path(directory), manifest, chosen.variant, chosen.backend, compile=compile,
                             max_length=max_length, threads=threads, streams=streams,
-                            providers=tuple(providers) if providers else chosen.providers, verify=verify)
+                            providers=tuple(providers) if providers else chosen.providers, verify=verify,
+                            latency_copy=latency_copy)
         return cls(loaded, chosen.reason)
 
     @property
@@ -124,7 +177,7 @@ class Embedder:
 
     @property
     def backend(self) -> str:
-        return self._backend.name
+        return self._backend_name
 
     @property
     def model_id(self) -> str:
@@ -139,7 +192,7 @@ class Embedder:
     @property
     def size_bytes(self) -> int:
         """Bytes on disk of the files this Embedder loaded (not the variant's alternates for other CPUs)."""
-        loaded = self._loaded.model_path.relative_to(self.directory.resolve()).as_posix()
+        loaded = self._model_path.relative_to(self.directory.resolve()).as_posix()
         others = set(self._variant.alternates.values()) | {self._variant.model_file}
         return sum(entry.bytes for entry in self._variant.files if entry.path == loaded or entry.path not in others)
 
@@ -153,16 +206,25 @@ class Embedder:
         return self._stats
 
     def describe(self) -> str:
-        """One line: the variant and backend in use, why, their recorded fidelity and this CPU's int8 path."""
+        """One line: the variant and backend in use, why, their recorded fidelity, how batches and single texts
+        share the threads and the weights, and this CPU's int8 path."""
         fidelity = self._variant.fidelity
         figure = f", cosine to PyTorch min {fidelity.cosine_min:.4f}" if fidelity else ""
-        streams = self._streams.count
-        chosen = self._loaded.model_path.relative_to(self.directory.resolve()).as_posix()
+        chosen = self._model_path.relative_to(self.directory.resolve()).as_posix()
         file = f" from {chosen}" if chosen != self._variant.model_file else ""
         return (f"{self.variant} on {self.backend}{file} ({self._reason}){figure}; "
-                f"dimension {self.dimension}, max_length {self.max_length}, "
-                + (f"{streams} batches at a time for several texts" if streams > 1 else "one batch at a time")
-                + f"; int8 path of this CPU: {int8_path().description}")
+                f"dimension {self.dimension}, max_length {self.max_length}, {self._layout()}"
+                f"; int8 path of this CPU: {int8_path().description}")
+
+    def _layout(self) -> str:
+        """What the streams and the latency copy cost, in words (the figures are in docs/memory.md)."""
+        streams, threads = self._streams.count, self._threads
+        if streams == 1:
+            return f"one batch at a time on {_threads(threads)}, one copy of the weights"
+        each = _threads(threads // streams)
+        single = (f"single texts on a second copy of the weights with {_threads(threads)}" if self._latency_backend
+                  else f"single texts on {each} too, one copy of the weights")
+        return f"{streams} batches at a time for several texts on {each} each, {single}"
 
     def tokenize(self, texts: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
                  truncate: bool = True) -> TokenizedTexts:
@@ -294,12 +356,28 @@ class Embedder:
     def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int,
              on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Pooled, unnormalized vectors of `encodings`, in their order."""
+        with self._state:
+            if self._closed:
+                raise ClosedError(self.directory)
+            self._active += 1
+            backend, latency = self._backend, self._latency_backend or self._backend
+        try:
+            return self._run_on(backend, latency, encodings, batch_size, max_batch_tokens, on_batch)
+        finally:
+            with self._state:
+                self._active -= 1
+                last = self._closed and self._active == 0
+            if last:
+                self._release()
+
+    def _run_on(self, backend: Backend, latency: Backend, encodings: list[Encoding], batch_size: int,
+                max_batch_tokens: int, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
         lengths = [len(encoding) for encoding in encodings]
         vectors = np.zeros((len(encodings), self.dimension), dtype=np.float32)
 
-        def embed_rows(backend: Backend, rows: list[int]) -> None:
+        def embed_rows(rows: list[int], engine: Backend = backend) -> None:
             batch = self._tokenizer.pad([encodings[row] for row in rows])
-            vectors[rows] = pool(backend.run(self._feeds(backend, batch)), batch.attention_mask,
+            vectors[rows] = pool(engine.run(self._feeds(engine, batch)), batch.attention_mask,
                                  self.manifest.pooling)
 
         def report(rows: list[int]) -> None:
@@ -313,7 +391,7 @@ class Embedder:
             self._streams.map(embed_rows, plan_batches(lengths, min(batch_size, per_stream), budget), report)
         else:
             for rows in plan_batches(lengths, batch_size, max_batch_tokens):
-                embed_rows(self._backend, rows)
+                embed_rows(rows, latency)
                 report(rows)
         return vectors
 
@@ -326,7 +404,7 @@ class Embedder:
         try:
             return build_feeds(backend.inputs, batch)
         except ValueError as exc:
-            raise ModelFileError(self._loaded.model_path, str(exc)) from None
+            raise ModelFileError(self._model_path, str(exc)) from None
 
     def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
         check_optional_str("prompt", prompt)
@@ -365,6 +443,10 @@ class Embedder:
             self._warned_dim = True
             warnings.warn(f"dim={dim} is not among the Matryoshka dims this export records ({trained or 'none'}); "
                           "a model not trained for it loses more than a Matryoshka model would", stacklevel=4)
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("s" if count != 1 else "")
 
 
 def _as_texts(texts: object) -> list[str]:

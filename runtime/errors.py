@@ -80,6 +80,15 @@ class NoVariantError(EdgembedError):
     """No exported variant satisfies the request (for example `auto` with nothing faithful installed)."""
 
 
+class ClosedError(EdgembedError, RuntimeError):
+    """An Embedder was used after close() (or after its `with` block ended)."""
+
+    def __init__(self, directory: object) -> None:
+        self.directory = str(directory)
+        super().__init__(f"this Embedder of {self.directory} was closed (close() or the end of its `with` block) "
+                         "and holds no model any more; load it again with Embedder.load(...)")
+
+
 class InputTooLongError(EdgembedError, ValueError):
     """A text has more tokens than max_length and truncation was turned off."""
 

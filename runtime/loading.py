@@ -2,7 +2,6 @@
 checked against the manifest. Encoding lives in embedder.py."""
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +19,9 @@ _HASH_BLOCK = 1 << 20
 
 @dataclass
 class LoadedModel:
-    """What an Embedder runs: the manifest's choice of variant compiled on one backend, and its tokenizer."""
+    """What an Embedder runs: the manifest's choice of variant compiled on one backend for the streams, and its
+    tokenizer. Single texts run on the same compiled graph (one copy of the weights) unless a `latency_copy` was
+    asked for: a second one with every thread for one caller."""
 
     directory: Path
     manifest: Manifest
@@ -29,6 +30,8 @@ class LoadedModel:
     tokenizer: TextTokenizer
     streams: Streams
     model_path: Path  # the graph loaded: the variant's file, or its alternate for this CPU's int8 family
+    threads: int  # shared by the streams
+    latency_backend: Backend | None = None
 
 
 def inside(directory: Path, relative: object, what: str) -> Path:
@@ -75,8 +78,9 @@ def sha256_of(path: Path) -> str:
 
 def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_name: str, *, compile: Compile,
                max_length: int | None, threads: int | None, streams: int | None,
-               providers: tuple[str, ...] | None, verify: str) -> LoadedModel:
-    """Check and compile `variant` on `backend_name`; the streams' graph is compiled on first use."""
+               providers: tuple[str, ...] | None, verify: str, latency_copy: bool = False) -> LoadedModel:
+    """Check and compile `variant` on `backend_name` for `streams` callers at once, each on its share of the
+    threads; with `latency_copy` and several streams, compile it a second time for one caller on all of them."""
     verify_files(directory, variant, verify)
     model_path = inside(directory, variant.file_for(int8_path().family), f"file of variant {variant.name}")
     tokenizer_path = inside(directory, manifest.tokenizer_file, "tokenizer_file")
@@ -91,10 +95,16 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
                                                        f"tokenizer (0 to {tokenizer.vocab_size - 1}); re-export the model")
     on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
     stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
-    options = BackendOptions(threads=threads, precision_hint=variant.precision_hint, providers=providers)
+    options = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,
+                             providers=providers)
     backend = compile(backend_name, model_path, variant.output, options)
-    check_graph(backend, model_path, manifest.hidden_size)
-    compile_streams = functools.partial(compile, backend_name, model_path, variant.output,
-                                        replace(options, threads=total_threads, streams=stream_count))
-    return LoadedModel(directory, manifest, variant, backend, tokenizer, Streams(stream_count, compile_streams),
-                       model_path)
+    latency = None
+    try:
+        check_graph(backend, model_path, manifest.hidden_size)
+        if latency_copy and stream_count > 1:
+            latency = compile(backend_name, model_path, variant.output, replace(options, streams=1))
+    except BaseException:
+        backend.close()
+        raise
+    return LoadedModel(directory, manifest, variant, backend, tokenizer, Streams(stream_count), model_path,
+                       total_threads, latency)

@@ -1,9 +1,8 @@
-"""Batch-level parallelism: with several texts, run several batches at once, each on its share of the threads.
+"""Batch-level parallelism: with several texts, run several batches at once on the one compiled graph.
 
-On the 2-core machines measured (benchmarks/README.md), two batches in flight with one thread each beat one
-batch with two threads: the short element-wise ops between the MatMuls spend as much time handing work to the
-second thread as they save by it. Single texts still run on all threads (the latency path), so the graph is
-compiled twice: once for latency, once, on the first call with several batches, for streams.
+On the 2-core machines measured (benchmarks/README.md), two batches in flight beat one batch on two threads: the
+short element-wise ops between the MatMuls spend as much time handing work to the second thread as they save by
+it. The batches run on the graph the latency path uses, so the weights are in memory once (docs/memory.md).
 """
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .backends import Backend
 from .cpu import physical_cores
 from .errors import InvalidArgumentError, check_positive_int
 
@@ -37,27 +35,38 @@ def resolve_streams(streams: int | None, threads: int | None, on_cpu: bool) -> t
 
 
 class Streams:
-    """A graph compiled for `count` concurrent callers (built on first use) and the worker threads that call it."""
+    """`count` worker threads (started on first use) that run items at the same time."""
 
-    def __init__(self, count: int, compile_graph: Callable[[], Backend]) -> None:
+    def __init__(self, count: int) -> None:
         self.count = count
-        self._compile = compile_graph
-        self._backend: Backend | None = None
         self._workers: ThreadPoolExecutor | None = None
         self._workers_pid = 0  # a forked child has none of its parent's threads and starts its own
         self._lock = threading.Lock()
+        self._closed = False
 
-    def map(self, work: Callable[[Backend, Item], None], items: Sequence[Item],
+    def map(self, work: Callable[[Item], None], items: Sequence[Item],
             on_done: Callable[[Item], None] | None = None) -> None:
-        """work(backend, item) for every item, `count` at a time; the first exception is raised here.
+        """work(item) for every item, `count` at a time; the first exception is raised here.
         `on_done(item)` runs on the calling thread as items finish, in their order."""
         with self._lock:
-            if self._backend is None:
-                self._backend = self._compile()
-            if self._workers is None or self._workers_pid != os.getpid():
+            if not self._closed and (self._workers is None or self._workers_pid != os.getpid()):
                 self._workers = ThreadPoolExecutor(self.count, thread_name_prefix="edgembed-stream")
                 self._workers_pid = os.getpid()
-            backend, workers = self._backend, self._workers
-        for item, _ in zip(items, workers.map(lambda item: work(backend, item), items)):
+            workers = self._workers
+        results = None
+        if workers is not None:
+            try:
+                results = workers.map(work, items)
+            except RuntimeError:  # close() shut the workers down since
+                results = None
+        # A call that raced close() finishes on its own thread rather than start threads nobody would stop.
+        for item, _ in zip(items, results if results is not None else map(work, items)):
             if on_done is not None:
                 on_done(item)
+
+    def close(self) -> None:
+        """Stop the worker threads after the work already handed to them."""
+        with self._lock:
+            workers, self._workers, self._closed = self._workers, None, True
+        if workers is not None and self._workers_pid == os.getpid():
+            workers.shutdown(wait=True)

@@ -20,8 +20,9 @@ def test_streams_give_the_vectors_of_one_batch_at_a_time(tiny_export, parity_tex
     got = parallel.encode(texts, batch_size=8, max_batch_tokens=400)
     assert got.shape == expected.shape
     assert cosines(expected, got).min() >= 0.99999
-    assert "2 batches at a time" in parallel.describe()
-    assert "one batch at a time" in sequential.describe()
+    assert "2 batches at a time for several texts on 1 thread each, single texts on 1 thread too, one copy of the " \
+           "weights" in parallel.describe()
+    assert "one batch at a time on 2 threads, one copy of the weights" in sequential.describe()
 
 
 class _RecordingBackend:
@@ -35,23 +36,46 @@ class _RecordingBackend:
         self._shapes.append(feeds["input_ids"].shape)
         return self._backend.run(feeds)
 
+    def close(self):
+        self._backend.close()
 
-def test_one_text_runs_on_all_threads_and_several_on_streams_compiled_once(tiny_export):
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_single_texts_and_streams_share_one_compiled_graph(tiny_export, backend):
     compiled: list[BackendOptions] = []
 
     def recording_compile(name, path, output, options):
         compiled.append(options)
         return compile_graph(name, path, output, options)
 
-    model = Embedder.load(tiny_export, variant="fp32", backend="onnxruntime", threads=2, streams=2,
+    model = Embedder.load(tiny_export, variant="fp32", backend=backend, threads=2, streams=2,
                           compile=recording_compile)
-    assert [(o.threads, o.streams) for o in compiled] == [(2, 1)]
     model.encode("a single query")
     model.encode(["one text in a list"])
-    assert len(compiled) == 1  # no second graph for single texts
     model.encode(["first text", "second text", "a third, longer text"])
     model.encode(["and", "again"])
-    assert [(o.threads, o.streams) for o in compiled] == [(2, 1), (2, 2)]
+    assert [(o.threads, o.streams) for o in compiled] == [(2, 2)]  # one copy of the weights, used both ways
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_latency_copy_runs_single_texts_on_every_thread_and_batches_on_the_streams(tiny_export, parity_texts,
+                                                                                      backend):
+    runs: dict[int, list[tuple[int, int]]] = {}
+
+    def recording_compile(name, path, output, options):
+        return _RecordingBackend(compile_graph(name, path, output, options), runs.setdefault(options.streams, []))
+
+    model = Embedder.load(tiny_export, variant="fp32", backend=backend, threads=2, streams=2, latency_copy=True,
+                          compile=recording_compile)
+    for shapes in runs.values():
+        shapes.clear()
+    single = model.encode("a single query")
+    several = model.encode(parity_texts[:6])
+    assert [rows for rows, _ in runs[1]] == [1] and sum(rows for rows, _ in runs[2]) == 6
+    assert "single texts on a second copy of the weights with 2 threads" in model.describe()
+    shared = Embedder.load(tiny_export, variant="fp32", backend=backend, threads=2, streams=2)
+    assert cosines(shared.encode(["a single query"]), single[None]).min() >= 0.99999
+    assert cosines(shared.encode(parity_texts[:6]), several).min() >= 0.99999
 
 
 def test_stream_batches_are_small_and_every_stream_gets_one(tiny_export, parity_texts):

@@ -29,10 +29,12 @@ class BackendOptions:
 
 
 class Backend(Protocol):
-    """A compiled graph: feeds in, token states (batch, seq, hidden) out.
+    """A compiled graph: feeds in, token states (batch, seq, hidden) out; `run` may be called from several
+    threads at once (up to `BackendOptions.streams` of them run in parallel).
 
     `inputs`: the graph's declared inputs and their types; `output_width`: the declared last dimension of the
-    output (None when the graph leaves it dynamic).
+    output (None when the graph leaves it dynamic). `close()` releases the engine's memory (a run in progress
+    finishes first); `run` is not called after it.
     """
 
     name: str
@@ -40,6 +42,8 @@ class Backend(Protocol):
     output_width: int | None
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 Compile = Callable[[str, Path, str, BackendOptions], Backend]
@@ -61,6 +65,8 @@ BACKENDS = {spec.name: spec for spec in (
     BackendSpec("openvino", "openvino", "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
 )}
 FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Padded tokens of a run above which the engine gives back the memory the run grew (docs/memory.md).
+LARGE_RUN_TOKENS = 4096
 
 
 def backend_for_format(fmt: str) -> BackendSpec | None:

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, ModelFileError
-from . import BACKENDS, BackendOptions, first_line
+from ..memory import trim_heap
+from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line
 
 # ONNX type strings as ONNX Runtime reports them.
 _ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
@@ -39,7 +40,21 @@ class OnnxRuntimeBackend:
         width = outputs[output].shape[-1] if outputs[output].shape else None
         self.output_width = width if isinstance(width, int) else None
         self._output = output
+        # After a large batch the CPU arena keeps its high-water mark for good; shrinking it at the end of that
+        # run gives the memory back (ORT's run option; the arena stays on for the speed of small runs).
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        trim_heap()  # loading parses the whole file and frees it: glibc would keep those pages
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self._session.run([self._output], feeds)[0]
+        ids = feeds["input_ids"]
+        large = ids.size > LARGE_RUN_TOKENS
+        states = self._session.run([self._output], feeds, self._shrink if large else None)[0]
+        if large:
+            trim_heap()
+        return states
+
+    def close(self) -> None:
+        """Drop the session; a call still running keeps it until it returns."""
+        self._session = None
 
