@@ -28,12 +28,12 @@ from starlette.routing import Route
 
 from edgembed import __version__
 from edgembed.runtime import Embedder, int8_path
+from edgembed.runtime.memory import trim_heap
 
 from . import responses
 from .errors import BACKEND, METHOD_NOT_ALLOWED, NOT_FOUND, PAYLOAD_TOO_LARGE, TIMEOUT, UNAUTHORIZED, UNHEALTHY, VALIDATION, \
     ApiError
 from .protocol import EmbedRequest, parse_openai, parse_similarity, parse_tei_embed, parse_tokenize
-from .memory import give_back_memory
 from .service import Embedding, EmbeddingService
 from .settings import ServeSettings
 
@@ -47,10 +47,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 LARGE_BODY = 1 << 20
 
 
-def create_app(model: Embedder, settings: ServeSettings | None = None) -> Starlette:
+def create_app(model: Embedder, settings: ServeSettings | None = None, *, owns_model: bool = False) -> Starlette:
     """The server's routes for `model` as an ASGI application; batching starts with the first request (or the
-    app's lifespan) and stops with the lifespan."""
-    return Routes(EmbeddingService(model, settings or ServeSettings())).app()
+    app's lifespan) and stops with the lifespan, which also closes `model` when the app `owns_model`."""
+    return Routes(EmbeddingService(model, settings or ServeSettings()), owns_model=owns_model).app()
 
 
 def app_from_environment() -> Starlette:
@@ -63,7 +63,7 @@ def app_from_environment() -> Starlette:
 
     options = options_from_environment()
     settings = settings_from(options)
-    return create_app(load_embedder(options), settings)
+    return create_app(load_embedder(options), settings, owns_model=True)
 
 
 def served_name(model: Embedder, settings: ServeSettings) -> str:
@@ -80,8 +80,8 @@ def public_model_id(model: Embedder) -> str:
 class Routes:
     """The endpoints of one service, each with its API's error shape."""
 
-    def __init__(self, service: EmbeddingService) -> None:
-        self.service = service
+    def __init__(self, service: EmbeddingService, *, owns_model: bool = False) -> None:
+        self.service, self.owns_model = service, owns_model
         self.model = service.model
         self.settings = service.settings
         self.name = served_name(self.model, self.settings)
@@ -112,6 +112,8 @@ class Routes:
             yield
         finally:
             await self.service.close()
+            if self.owns_model:
+                self.model.close()
 
     # --- embedding routes -------------------------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class Routes:
                 return _error_response(error, flavor, close=not _body_read(request))
             finally:
                 if getattr(request.state, "body_size", 0) >= LARGE_BODY:
-                    give_back_memory()
+                    trim_heap()
 
         return guarded
 

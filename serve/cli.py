@@ -86,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
     require_web_stack()  # before loading a model, so a missing extra fails at once
     settings = settings_from(args)
-    model = load_embedder(args)
-    warm_up(model)
-    print(f"edgembed serve: {model.variant} on {model.backend}, served as {served_name(model, settings)!r}"
-          + ("; API key required" if settings.api_key else ""), file=sys.stderr, flush=True)
-    return serve(model, settings)
+    with load_embedder(args) as model:
+        warm_up(model)
+        print(f"edgembed serve: {model.variant} on {model.backend}, served as {served_name(model, settings)!r}"
+              + ("; API key required" if settings.api_key else ""), file=sys.stderr, flush=True)
+        return serve(model, settings)
 
 
 def settings_from(args: argparse.Namespace) -> ServeSettings:
