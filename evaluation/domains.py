@@ -22,6 +22,10 @@ QUERY_SHARES = (1, 2)
 DEFAULT_QUERIES = 100  # per domain
 DEFAULT_DOCUMENTS = 1000  # per domain
 DEFAULT_CALIBRATION = 300  # texts over all domains
+# The export's retrieval check of every variant, per domain: the PyTorch reference of these texts is the longest
+# step of a large model's export (docs/export.md); `edgembed eval` measures with the full sizes.
+EXPORT_CHECK_QUERIES = 10
+EXPORT_CHECK_DOCUMENTS = 100
 # Sentence ends: Latin and Cyrillic after a space, CJK full-width marks at once, the Arabic question mark.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])")
 PYTHON = "CPython's own documentation and standard library, this interpreter (PSF-2.0)"

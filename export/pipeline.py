@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.evaluation.domains import calibration_texts, describe_calibration, evaluation_suite
+from edgembed.evaluation.domains import (EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES, calibration_texts,
+                                         describe_calibration, evaluation_suite)
 from edgembed.evaluation.evaluate import encode_suite, suite_fidelity
 from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.errors import InvalidArgumentError, UnknownChoiceError
@@ -48,8 +49,8 @@ class ExportRequest:
     overwrite: bool = False
     opset: int | None = None
     calibration_texts: list[str] | None = None  # None: the built-in set (evaluation/corpus.py)
-    eval_queries: int = 30  # retrieval check per domain of the built-in suite (evaluation/domains.py); 0 skips it
-    eval_documents: int = 300
+    eval_queries: int = EXPORT_CHECK_QUERIES  # retrieval check per domain of the built-in suite; 0 skips it
+    eval_documents: int = EXPORT_CHECK_DOCUMENTS
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
     verbose: bool = False  # let other tools' warnings, log lines and progress bars through
