@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgembed.runtime.commands import add_export_dir
+from edgembed.commands import add_export_dir
 from edgembed.runtime.errors import check_positive_int
 
 from .domains import DEFAULT_DOCUMENTS, DEFAULT_QUERIES, DOMAIN_NAMES

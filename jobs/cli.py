@@ -11,7 +11,7 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # runtime.precis
 
 
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    from edgembed.runtime.commands import add_load_options
+    from edgembed.commands import add_load_options
 
     parser = subparsers.add_parser(
         "embed-file", help="embed a corpus file into Parquet shards (or .npy), with progress and resume",
@@ -73,7 +73,7 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgembed.runtime.commands import load_embedder
+    from edgembed.commands import load_embedder
 
     from .job import embed_file
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .commands import add_export_dir, add_load_options, load_embedder
+from edgembed.commands import add_export_dir, add_load_options, load_embedder
 from .errors import InvalidArgumentError, MissingRangesError, ModelFileError, UsageError
 
 SEARCH_PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # precision.PRECISIONS, checked by a test

@@ -57,7 +57,7 @@ def app_from_environment() -> Starlette:
     """The app of `edgembed serve`, configured by EDGEMBED_MODEL_DIR and the other EDGEMBED_* variables, for other
     ASGI servers' factory option: `EDGEMBED_MODEL_DIR=out uvicorn --factory edgembed.serve.app:app_from_environment`.
     The model loads when the server calls this (in its worker process, when it has workers)."""
-    from edgembed.runtime.commands import load_embedder
+    from edgembed.commands import load_embedder
 
     from .cli import options_from_environment, settings_from
 

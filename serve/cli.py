@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from edgembed.runtime.commands import LOAD_FLAGS, add_load_options, load_embedder
+from edgembed.commands import LOAD_FLAGS, add_load_options, load_embedder
 from edgembed.runtime.errors import UsageError
 
 from .settings import (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgembed.export.variants import DTYPES, markdown_table
 from edgembed.runtime.backends import BACKENDS
-from edgembed.runtime.commands import add_load_options
+from edgembed.commands import add_load_options
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,4 +1,5 @@
-"""The runtime's commands: `edgembed embed` and `edgembed verify` (argparse only; handlers import the rest)."""
+"""`edgembed embed` and `edgembed verify`, and the load options every command that loads an export shares
+(argparse only; handlers import the rest)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InvalidArgumentError, UsageError
+from edgembed.runtime.errors import InvalidArgumentError, UsageError
 
 OUTPUT_FORMATS = ("json", "jsonl", "summary")
 
@@ -28,8 +29,8 @@ LOAD_FLAGS = ("--variant", "--backend", "--max-length", "--threads", "--streams"
 def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | None = None) -> None:
     """The Embedder.load options, shared by every command that loads an export; `choice_default` is what
     --variant and --backend default to (None: edgembed's order for this CPU)."""
-    from .backends import BACKENDS
-    from .selection import ORDER
+    from edgembed.runtime.backends import BACKENDS
+    from edgembed.runtime.selection import ORDER
 
     dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in ORDER["vnni"]))  # the table's names, in order
     default = f"default: {choice_default}" if choice_default else "default: edgembed's order for this CPU"
@@ -49,8 +50,8 @@ def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | N
 
 def load_embedder(args: argparse.Namespace):
     """The Embedder the load options ask for."""
-    from .embedder import Embedder
-    from .selection import AUTO_MIN_COSINE
+    from edgembed.runtime.embedder import Embedder
+    from edgembed.runtime.selection import AUTO_MIN_COSINE
 
     minimum = AUTO_MIN_COSINE if args.auto_min_cosine is None else args.auto_min_cosine
     if not 0.0 <= minimum <= 1.0:
@@ -135,10 +136,10 @@ def _add_verify(subparsers) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from .errors import ModelFileError
-    from .loading import inside, verify_files
-    from .manifest import Manifest
-    from .tokenization import TextTokenizer
+    from edgembed.runtime.errors import ModelFileError
+    from edgembed.runtime.loading import inside, verify_files
+    from edgembed.runtime.manifest import Manifest
+    from edgembed.runtime.tokenization import TextTokenizer
 
     if args.mode not in ("sha256", "size"):
         raise InvalidArgumentError("--mode", args.mode, "'sha256' or 'size'")
