@@ -11,7 +11,7 @@ from edgembed import __version__
 from edgembed.runtime.errors import EdgembedError, UsageError
 
 # Modules with an add_parsers(subparsers) function, in the order their commands are listed by --help.
-COMMAND_MODULES = ("edgembed.export.cli", "edgembed.commands", "edgembed.runtime.search_command",
+COMMAND_MODULES = ("edgembed.export.cli", "edgembed.commands", "edgembed.jobs.search_cli",
                    "edgembed.jobs.cli", "edgembed.evaluation.cli", "edgembed.serve.cli")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

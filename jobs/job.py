@@ -24,6 +24,7 @@ from .errors import JobStateError, MissingExtraError
 from .progress import DEFAULT_LOG_SECONDS, MODES, Progress, choose_mode
 from .shard_work import BAD_ROW_POLICIES, check_bad_rows, finish_shard
 from .state import JobState, check_same_job, input_fingerprint, model_fingerprint, read_state, write_atomically
+from .vectors_file import VectorsFileHeader
 
 DEFAULT_SHARD_SIZE = 10_000
 OUTPUT_FORMATS = ("parquet", "npy")
@@ -149,10 +150,12 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
         infos = finished_shards(directory, state.job_id)
         pending = [shard for shard in range(plan.shards) if shard not in infos]
         state.write(directory, "running")
-        metadata = {"job_id": state.job_id, "model_id": embedder.model_id, "variant": embedder.variant,
-                    "backend": embedder.backend, "dimension": dimension, "prompt": settings.prompt,
-                    "prompt_name": settings.prompt_name, "edgembed_version": __version__,
-                    **_precision_metadata(embedder, settings)}
+        header = VectorsFileHeader(model_id=embedder.model_id, variant=embedder.variant, backend=embedder.backend,
+                                   dimension=dimension, precision=settings.precision,
+                                   ranges=_recorded_ranges(embedder, settings), prompt=settings.prompt,
+                                   prompt_name=settings.prompt_name, job_id=state.job_id,
+                                   edgembed_version=__version__)
+        metadata = header.to_metadata()  # plain JSON data: it travels to the shard writers, on Ray too
         done_rows = sum(info.end_row - info.first_row for info in infos.values())
         bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
         try:
@@ -202,12 +205,11 @@ def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, 
     return infos
 
 
-def _precision_metadata(embedder, settings: EmbedSettings) -> dict[str, object]:
-    """The precision, and for int8/uint8 the fixed ranges the codes were made with (to read them back)."""
+def _recorded_ranges(embedder, settings: EmbedSettings) -> list[list[float]] | None:
+    """For int8/uint8, the fixed ranges the codes were made with (to read them back); None otherwise."""
     if settings.precision not in RANGED_PRECISIONS:
-        return {"precision": settings.precision}
-    ranges = embedder.embedding_ranges(dim=settings.dim, normalize=settings.normalize)
-    return {"precision": settings.precision, "ranges": ranges.tolist()}
+        return None
+    return embedder.embedding_ranges(dim=settings.dim, normalize=settings.normalize).tolist()
 
 
 def _require(module: str, extra: str):

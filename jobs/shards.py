@@ -1,9 +1,9 @@
 """Shard files: one Parquet file per shard (id, embedding), written to a temporary name and renamed.
 
 A shard file exists under its final name only when it is complete, so the files present are the finished
-shards. Each carries, in the Parquet file metadata under the key `edgembed`, the model id, variant, backend,
-dimension and precision (with the int8/uint8 ranges), the job id, its row range, its token counts and the rows
-it skipped.
+shards. Each carries, in the Parquet file metadata under the key `edgembed`, the job's VectorsFileHeader
+(vectors_file.py: model id, variant, backend, dimension, precision with the int8/uint8 ranges, job id), its row
+range, its token counts and the rows it skipped.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from .errors import JobStateError
 from .state import sync_directory
+from .vectors_file import EMBEDDING_COLUMN, ID_COLUMN, METADATA_KEY
 
-METADATA_KEY = b"edgembed"
 EMBEDDING_TYPES = {np.dtype(np.float32): pa.float32(), np.dtype(np.int8): pa.int8(), np.dtype(np.uint8): pa.uint8()}
 _PART = re.compile(r"part-(\d{6,})\.parquet")
 _TEMPORARY = re.compile(r"\.part-\d+\.parquet\.tmp-.*")
@@ -56,8 +56,8 @@ def shard_table(ids: list[object], vectors: np.ndarray, id_type: str, metadata: 
     values = pa.Array.from_buffers(EMBEDDING_TYPES[kind], vectors.size, [None, pa.py_buffer(vectors.reshape(-1))])
     embedding = pa.FixedSizeListArray.from_arrays(values, width)
     id_array = _int64_array(ids) if id_type == "int64" else _string_array(ids)
-    schema = pa.schema([pa.field("id", id_array.type, nullable=False),
-                        pa.field("embedding", pa.list_(EMBEDDING_TYPES[kind], width), nullable=False)],
+    schema = pa.schema([pa.field(ID_COLUMN, id_array.type, nullable=False),
+                        pa.field(EMBEDDING_COLUMN, pa.list_(EMBEDDING_TYPES[kind], width), nullable=False)],
                        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
     return pa.Table.from_arrays([id_array, embedding], schema=schema)
 
@@ -83,8 +83,9 @@ def write_shard(directory: Path, shard: int, table: pa.Table) -> Path:
     try:
         # embeddings are noise to a compressor; the row group is the shard, so readers can take one at a time
         with open(temporary, "wb") as handle:
-            pq.write_table(table, handle, compression={"id": "snappy", "embedding": "none"},
-                           use_dictionary=["id"], write_statistics=["id"], row_group_size=max(1, table.num_rows))
+            pq.write_table(table, handle, compression={ID_COLUMN: "snappy", EMBEDDING_COLUMN: "none"},
+                           use_dictionary=[ID_COLUMN], write_statistics=[ID_COLUMN],
+                           row_group_size=max(1, table.num_rows))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
@@ -142,7 +143,7 @@ def write_npy(parts: list[Path], target: Path, width: int, rows: int, dtype: np.
         matrix = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=(rows, width))
         start = 0
         for path in parts:
-            column = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+            column = pq.read_table(path, columns=[EMBEDDING_COLUMN]).column(EMBEDDING_COLUMN).combine_chunks()
             block = column.values.to_numpy(zero_copy_only=False).reshape(-1, width)
             matrix[start:start + len(block)] = block
             start += len(block)

@@ -27,6 +27,6 @@ def test_precision_lists_of_light_modules_are_the_runtimes():
     # the CLI parsers keep their own copy so that `--help` imports no numpy
     from edgembed.jobs import cli
     from edgembed.runtime.precision import PRECISIONS
-    from edgembed.runtime.search_command import SEARCH_PRECISIONS
+    from edgembed.jobs.search_cli import SEARCH_PRECISIONS
 
     assert cli.PRECISIONS == SEARCH_PRECISIONS == PRECISIONS

@@ -1,5 +1,5 @@
 """`edgembed search OUT VECTORS QUERY...`: the top-k rows of a vectors file for each query (argparse only here;
-the handler imports numpy, pyarrow and the model)."""
+the handler imports numpy, the vectors reader and the model)."""
 from __future__ import annotations
 
 import argparse
@@ -7,19 +7,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgembed.commands import add_export_dir, add_load_options, load_embedder
-from .errors import InvalidArgumentError, MissingRangesError, ModelFileError, UsageError
+from edgembed.runtime import InvalidArgumentError, MissingRangesError, ModelFileError, UsageError
 
 SEARCH_PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # precision.PRECISIONS, checked by a test
-CODE_KINDS = {"int8": ("int8", "binary"), "uint8": ("uint8", "ubinary")}  # value type -> precisions it can hold
 OUTPUT_FORMATS = ("table", "json", "jsonl")
-# Schema metadata keys that may name the model and the variant of an embed-file output.
-MODEL_KEYS = ("edgembed.model_id", "edgembed.model", "model_id", "model")
-VARIANT_KEYS = ("edgembed.variant", "variant")
-PRECISION_KEYS = ("edgembed.precision", "precision")
-DIMENSION_KEYS = ("edgembed.dimension", "dimension")
-PYARROW_EXTRA = "jobs"
+
+if TYPE_CHECKING:
+    from .vectors_reader import VectorsReader
 
 
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -56,38 +53,37 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     parser.set_defaults(handler=run_search, accepts_extra_texts=True)
 
 
+
 @dataclass
-class VectorsFile:
+class SearchCorpus:
     """What the search needs from a vectors file: the matrix in the requested form and how to label its rows."""
 
     path: Path
     rows: int
-    dim: int
     corpus: object  # float32 vectors, or codes in the requested precision
     rescore: object | None
     ids: list | None
-    model_id: str | None
-    variant: str | None
 
 
 def run_search(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .precision import quantize
-    from .search import search
+    from edgembed.runtime import quantize, search
+
+    from .vectors_reader import VectorsReader
 
     _check_args(args)
     model = load_embedder(args)
-    header = _read_header(args)
-    _check_model(header, model, args.force)
-    args.precision = _choose_precision(args, header)
-    dim = header["dim"]
+    reader = VectorsReader(args.vectors, embedding_column=args.embedding_column)
+    dim = reader.dimension(reader.stored_precision or args.precision)
+    ranges = None if reader.header.ranges is None else _recorded_ranges(args.vectors, reader.header.ranges, dim)
+    _check_model(reader, model, args.force)
+    args.precision = _choose_precision(args, reader)
     if dim > model.dimension:
         raise UsageError(f"{args.vectors} holds vectors of {dim} components, more than the {model.dimension} "
                          f"of the model in {args.model_dir}: they were not made by it")
     cut = None if dim == model.dimension else dim
     binary = args.precision in ("binary", "ubinary")
-    ranges = header["ranges"]
     if ranges is None and (args.precision in ("int8", "uint8") or args.rescore):
         try:
             ranges = model.embedding_ranges(dim=cut)
@@ -96,24 +92,26 @@ def run_search(args: argparse.Namespace) -> int:
                                      "--precision float32, or binary without --rescore") from None
 
     def convert(block: np.ndarray):
-        if args.precision == "float32" or header["stored"] != "float32":
+        if args.precision == "float32" or reader.stored_precision != "float32":
             return block, None
         codes = quantize(block, args.precision, ranges=ranges)
         if not args.rescore:
             return codes, None
         return codes, (quantize(block, "int8", ranges=ranges) if binary else block)
 
-    vectors = _read_vectors(args, header, convert)
+    vectors = _read_corpus(args, reader, dim, convert)
     queries = model.encode_query(args.texts, dim=cut)
     hits = search(queries, vectors.corpus, k=args.top_k, precision=args.precision, ranges=ranges,
                   rescore=vectors.rescore, rescore_precision="int8" if binary else "float32",
                   rescore_multiplier=args.rescore_multiplier)
-    texts = _hit_texts(args, vectors, hits.indices)
+    texts = _hit_texts(args, reader, hits.indices)
     _print(args, vectors, hits, texts)
     return 0
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from .vectors_reader import is_npy
+
     if args.precision is not None and args.precision not in SEARCH_PRECISIONS:
         raise InvalidArgumentError("--precision", args.precision, " or ".join(SEARCH_PRECISIONS))
     if args.output_format not in OUTPUT_FORMATS:
@@ -124,78 +122,27 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--rescore-multiplier", args.rescore_multiplier, "an integer of at least 1")
     if not args.vectors.exists():
         raise UsageError(f"{args.vectors}: no such file or directory")
-    if _is_npy(args.vectors) and args.labels is None:
+    if is_npy(args.vectors) and args.labels is None:
         print(f"edgembed search: {args.vectors} has no labels; hits are shown by row number (--texts FILE adds "
               "them)", file=sys.stderr)
 
 
-def _is_npy(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() == ".npy"
-
-
-def _read_header(args: argparse.Namespace) -> dict:
-    """Rows, dim, value type and the recorded model and precision of VECTORS, without reading its vectors."""
-    if _is_npy(args.vectors):
-        import numpy as np
-
-        try:
-            matrix = np.load(args.vectors, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(args.vectors, f"cannot be read as a .npy matrix ({exc})") from None
-        kind = _value_kind(str(matrix.dtype) if matrix.dtype.kind != "f" else "float")
-        if matrix.ndim != 2 or kind is None:
-            raise ModelFileError(args.vectors, f"holds a {matrix.dtype} array of shape {matrix.shape}; expected "
-                                               "float vectors or int8/uint8 codes (rows, columns)")
-        return _header(args, rows=matrix.shape[0], width=matrix.shape[1], kind=kind, metadata={})
-    dataset = _parquet_dataset(args.vectors)
-    schema = dataset.schema
-    if args.embedding_column not in schema.names:
-        raise ModelFileError(args.vectors, f"has no column {args.embedding_column!r} (columns: "
-                                           f"{', '.join(schema.names)}); name it with --embedding-column")
-    column_type = schema.field(args.embedding_column).type
-    size = getattr(column_type, "list_size", None)
-    value = str(column_type.value_type) if size is not None else ""
-    kind = _value_kind("float" if value in ("halffloat", "float", "double") else value)
-    if size is None or kind is None:
-        raise ModelFileError(args.vectors, f"column {args.embedding_column!r} is {column_type}, not a fixed-size "
-                                           "list of floats or int8/uint8 codes as embed-file writes")
-    metadata = {key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
-                for key, value in (schema.metadata or {}).items()}
-    return {**_header(args, rows=dataset.count_rows(), width=size, kind=kind, metadata=metadata),
-            "dataset": dataset}
-
-
-def _value_kind(name: str) -> str | None:
-    return name if name in ("float", *CODE_KINDS) else None
-
-
-def _header(args: argparse.Namespace, *, rows: int, width: int, kind: str, metadata: dict[str, str]) -> dict:
-    stored = "float32" if kind == "float" else _first(metadata, PRECISION_KEYS)
-    if stored is not None and stored not in (("float32",) if kind == "float" else CODE_KINDS[kind]):
-        raise ModelFileError(args.vectors, f"says it holds {stored} vectors, but its values are {kind}")
-    recorded_dim = _first(metadata, DIMENSION_KEYS)
-    binary = (stored or args.precision) in ("binary", "ubinary")
-    dim = int(recorded_dim) if binary and recorded_dim else width * 8 if binary else width
-    ranges = _edgembed_metadata(metadata).get("ranges")
-    return {"rows": rows, "width": width, "dim": dim, "kind": kind, "stored": stored,
-            "ranges": None if ranges is None else _ranges(args, ranges, dim), "model_id": _first(metadata, MODEL_KEYS),
-            "variant": _first(metadata, VARIANT_KEYS)}
-
-
-def _ranges(args: argparse.Namespace, ranges: object, dim: int):
+def _recorded_ranges(path: Path, ranges: object, dim: int):
     import numpy as np
 
-    from .precision import check_ranges
+    from edgembed.runtime.precision import check_ranges
 
     try:
         return check_ranges(np.asarray(ranges, dtype=np.float32), dim)
     except (ValueError, TypeError) as exc:
-        raise ModelFileError(args.vectors, f"records int8 ranges that cannot be used ({exc})") from None
+        raise ModelFileError(path, f"records int8 ranges that cannot be used ({exc})") from None
 
 
-def _choose_precision(args: argparse.Namespace, header: dict) -> str:
+def _choose_precision(args: argparse.Namespace, reader: VectorsReader) -> str:
     """The precision to search in: the file's own for codes, the asked one (default float32) for float vectors."""
-    stored, asked, kind = header["stored"], args.precision, header["kind"]
+    from .vectors_file import CODE_KINDS
+
+    stored, asked, kind = reader.stored_precision, args.precision, reader.kind
     if kind == "float":
         chosen = asked or "float32"
     elif stored is None:
@@ -219,85 +166,40 @@ def _choose_precision(args: argparse.Namespace, header: dict) -> str:
     return chosen
 
 
-def _edgembed_metadata(metadata: dict[str, str]) -> dict:
-    """The JSON object embed-file stores under the schema metadata key "edgembed" ({} when absent or not one)."""
-    try:
-        value = json.loads(metadata.get("edgembed", "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _first(metadata: dict[str, str], keys: tuple[str, ...]) -> str | None:
-    """The first of `keys` in the schema metadata, also inside a JSON object stored under "edgembed"."""
-    nested = _edgembed_metadata(metadata)
-    for key in keys:
-        for source in (metadata, nested, {f"edgembed.{k}": v for k, v in nested.items()}):
-            if source.get(key):
-                return str(source[key])
-    return None
-
-
-def _check_model(header: dict, model, force: bool) -> None:
-    recorded = header["model_id"]
+def _check_model(reader: VectorsReader, model, force: bool) -> None:
+    recorded, variant = reader.header.model_id, reader.header.variant
     if recorded is None or recorded == model.model_id:
         return
     message = (f"the vectors were made with model {recorded!r}"
-               + (f" ({header['variant']})" if header["variant"] else "")
+               + (f" ({variant})" if variant else "")
                + f", but OUT holds {model.model_id!r}: its queries would not match them")
     if not force:
         raise UsageError(message + "; pass --force to search anyway")
     print(f"edgembed search: warning: {message} (--force)", file=sys.stderr)
 
 
-def _parquet_dataset(path: Path):
-    try:
-        import pyarrow.dataset as ds
-    except ImportError:
-        raise UsageError(f"reading Parquet needs pyarrow, which is not installed; install it with: "
-                         f'pip install "edgembed[{PYARROW_EXTRA}]" (or pip install pyarrow)') from None
-    try:
-        return ds.dataset(str(path), format="parquet")
-    except Exception as exc:  # pyarrow raises ArrowInvalid and others for what is not Parquet
-        raise ModelFileError(path, f"cannot be read as Parquet ({type(exc).__name__}: {exc})") from None
-
-
-def _read_vectors(args: argparse.Namespace, header: dict, convert) -> VectorsFile:
-    """The vectors, converted batch by batch (so an int8 or binary search never holds them all as float32)."""
+def _read_corpus(args: argparse.Namespace, reader: VectorsReader, dim: int, convert) -> SearchCorpus:
+    """The vectors, converted block by block (so an int8 or binary search never holds them all as float32)."""
     import numpy as np
 
-    corpus, rescore, ids = [], [], None
-    dtype = np.float32 if header["kind"] == "float" else np.dtype(header["kind"])
-    if "dataset" not in header:
-        matrix = np.load(args.vectors, mmap_mode="r")
-        for start in range(0, len(matrix), 65536):
-            block = np.asarray(matrix[start:start + 65536], dtype=dtype)
-            codes, extra = convert(block)
-            corpus.append(codes)
-            rescore.append(extra)
-        if args.labels is not None:
-            ids = _read_labels(args.labels, len(matrix))
-    else:
-        dataset = header["dataset"]
-        columns = [args.embedding_column] + ([args.id_column] if args.id_column in dataset.schema.names else [])
-        ids = [] if args.id_column in dataset.schema.names else None
-        for batch in dataset.to_batches(columns=columns):
-            column = batch.column(args.embedding_column)
-            if column.null_count:
-                raise ModelFileError(args.vectors, f"column {args.embedding_column!r} has empty (null) rows")
-            block = column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-            codes, extra = convert(block.reshape(len(batch), header["width"]))
-            corpus.append(codes)
-            rescore.append(extra)
-            if ids is not None:
-                ids.extend(batch.column(args.id_column).to_pylist())
-    from .precision import CODE_DTYPES, code_width
+    from edgembed.runtime.precision import CODE_DTYPES, code_width
 
-    width = code_width(args.precision, header["dim"])
+    from .vectors_reader import is_npy
+
+    corpus, rescore = [], []
+    ids = [] if reader.has_column(args.id_column) else None
+    for block, block_ids in reader.blocks(id_column=args.id_column):
+        codes, extra = convert(block)
+        corpus.append(codes)
+        rescore.append(extra)
+        if ids is not None:
+            ids.extend(block_ids)
+    if is_npy(args.vectors) and args.labels is not None:
+        ids = _read_labels(args.labels, reader.rows)
+    width = code_width(args.precision, dim)
     matrix = np.concatenate(corpus) if corpus else np.zeros((0, width), CODE_DTYPES[args.precision])
     extra = np.concatenate(rescore) if rescore and rescore[0] is not None else None
-    return VectorsFile(path=args.vectors, rows=len(matrix), dim=header["dim"], corpus=matrix, rescore=extra,
-                       ids=ids, model_id=header["model_id"], variant=header["variant"])
+    return SearchCorpus(path=args.vectors, rows=len(matrix), corpus=matrix, rescore=extra, ids=ids)
 
 
 def _read_labels(path: Path, rows: int) -> list[str]:
@@ -311,21 +213,14 @@ def _read_labels(path: Path, rows: int) -> list[str]:
     return labels
 
 
-def _hit_texts(args: argparse.Namespace, vectors: VectorsFile, indices) -> dict[int, str] | None:
+def _hit_texts(args: argparse.Namespace, reader: VectorsReader, indices) -> dict[int, str] | None:
     """The text of each hit row: a .npy's labels are its texts; a Parquet file's --text-column, if it has one."""
     rows = sorted({int(i) for i in indices.ravel()})
-    if _is_npy(args.vectors):
-        return None
-    dataset = _parquet_dataset(args.vectors)
-    if args.text_column not in dataset.schema.names or not rows:
-        return None
-    import pyarrow as pa
-
-    taken = dataset.take(pa.array(rows, pa.int64()), columns=[args.text_column]).column(0).to_pylist()
-    return dict(zip(rows, taken))
+    taken = reader.values_at(rows, args.text_column)
+    return None if taken is None else dict(zip(rows, taken))
 
 
-def _print(args: argparse.Namespace, vectors: VectorsFile, hits, texts: dict[int, str] | None) -> None:
+def _print(args: argparse.Namespace, vectors: SearchCorpus, hits, texts: dict[int, str] | None) -> None:
     results = []
     for query, indices, scores in zip(args.texts, hits.indices, hits.scores):
         results.append({"query": query, "hits": [
