@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from edgembed.commands import add_export_dir
-from edgembed.runtime.errors import check_positive_int
+from edgembed.runtime import check_positive_int
 
 from .domains import DEFAULT_DOCUMENTS, DEFAULT_QUERIES, DOMAIN_NAMES
 from .evaluate import SPEED_DOCUMENTS, SPEED_PASSES

@@ -213,7 +213,7 @@ DOMAIN_NAMES = tuple(domain.name for domain in DOMAINS)
 
 
 def find_domain(name: str) -> Domain:
-    from edgembed.runtime.errors import UnknownChoiceError
+    from edgembed.runtime import UnknownChoiceError
 
     for domain in DOMAINS:
         if domain.name == name:

@@ -1,7 +1,7 @@
 """Errors of the evaluation package."""
 from __future__ import annotations
 
-from edgembed.runtime.errors import EdgembedError, UsageError
+from edgembed.runtime import EdgembedError, UsageError
 
 
 class TextFileError(UsageError, ValueError):

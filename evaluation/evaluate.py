@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.runtime import Embedder, Fidelity, Manifest, int8_path
-from edgembed.runtime.backends import installed_backends
-from edgembed.runtime.errors import check_positive_int
-from edgembed.runtime.pooling import normalize
-from edgembed.runtime.selection import exported_pairs
+from edgembed.runtime import (
+    Embedder,
+    Fidelity,
+    Manifest,
+    check_positive_int,
+    int8_path,
+    normalize,
+    runnable_variants,
+)
 
 from .domains import Suite
 from .errors import EvaluationError
@@ -141,8 +145,7 @@ def evaluate_directory(directory: Path, suite: Suite, *, threads: int | None = N
 
 def installed_pairs(directory: Path) -> list[tuple[str, str]]:
     """The (variant, backend) pairs of an export that can run here; EvaluationError without an fp32 one."""
-    installed = installed_backends()
-    pairs = [(dtype, name) for dtype, name, _ in exported_pairs(Manifest.read(directory)) if name in installed]
+    pairs = runnable_variants(Manifest.read(directory))
     if not any(dtype == "fp32" for dtype, _ in pairs):
         raise EvaluationError(f"{directory} has no fp32 variant on an installed backend to compare with "
                               f"(it has {pairs or 'nothing installed'}); export it with --quantize fp32 ..., or "

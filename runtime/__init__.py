@@ -20,11 +20,14 @@ from .errors import (
     NoVariantError,
     UnknownChoiceError,
     UsageError,
+    check_positive_int,
 )
 from .loading import verify_files
 from .manifest import DimensionRanges, EmbeddingRanges, Fidelity, Manifest, Speed, Variant
+from .pooling import normalize
 from .precision import PRECISIONS, code_bytes, dequantize, embedding_ranges, quantize
 from .search import Hits, hamming_distances, search
+from .selection import runnable_variants
 from .tokenization import TokenizedTexts
 
 __all__ = [
@@ -53,12 +56,15 @@ __all__ = [
     "UnknownChoiceError",
     "UsageError",
     "Variant",
+    "check_positive_int",
     "code_bytes",
     "dequantize",
     "embedding_ranges",
     "hamming_distances",
     "int8_path",
+    "normalize",
     "quantize",
+    "runnable_variants",
     "search",
     "verify_files",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backends import BACKENDS, backend_for_format
+from .backends import BACKENDS, backend_for_format, installed_backends
 from .cpu import INT8_PATHS, Int8Path, cpu_model
 from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
@@ -121,6 +121,12 @@ def exported_pairs(manifest: Manifest) -> list[tuple[str, str, Variant]]:
         if spec is not None:
             pairs.append((variant.dtype, spec.name, variant))
     return pairs
+
+
+def runnable_variants(manifest: Manifest) -> list[tuple[str, str]]:
+    """The (variant, backend) pairs of an export whose engine is installed here, in the manifest's order."""
+    installed = installed_backends()
+    return [(dtype, name) for dtype, name, _ in exported_pairs(manifest) if name in installed]
 
 
 def _ordered(exported: list[tuple[str, str, Variant]], int8_path: Int8Path) -> list[tuple[str, str, Variant]]:

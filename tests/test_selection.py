@@ -6,7 +6,8 @@ import pytest
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
-from edgembed.runtime.selection import select
+from edgembed.runtime.backends import installed_backends
+from edgembed.runtime.selection import runnable_variants, select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
 BOTH = ["onnxruntime", "openvino"]
@@ -117,3 +118,11 @@ def test_unknown_names_list_the_options(full):
 def test_missing_engine_names_its_extra(full):
     with pytest.raises(BackendUnavailableError, match=r'pip install "edgembed\[openvino\]"'):
         select(full, variant="fp32", backend="openvino", installed=["onnxruntime"], int8_path=VNNI)
+
+
+def test_runnable_variants_are_the_exported_pairs_an_installed_engine_runs(full):
+    full.variants.append(_variant("tflite", "fp32"))  # a format no engine of the table runs
+    engines = {"onnx": "onnxruntime", "openvino": "openvino"}
+    expected = [(dtype, engines[fmt]) for fmt in ("onnx", "openvino") for dtype in ("fp32", "fp16", "q8")
+                if engines[fmt] in installed_backends()]
+    assert runnable_variants(full) == expected
