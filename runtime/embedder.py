@@ -223,7 +223,8 @@ class Embedder:
     def check(self, options: EncodeOptions) -> EncodePlan:
         """`options` checked against this model, once: encode_with, tokenize_with, embed_with and postprocess_with
         take the plan and check nothing again."""
-        return plan_encode(options, self.manifest, max_length=self.max_length, on_untrained_dim=self._warn_dim)
+        return plan_encode(options, self.manifest, max_length=self._tokenizer.max_length,
+                           on_untrained_dim=self._warn_dim)
 
     def tokenize(self, texts: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
                  truncate: bool = True) -> TokenizedTexts:
