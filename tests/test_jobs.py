@@ -19,7 +19,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from edgembed.jobs import JobOptions, embed_file  # noqa: E402
 from edgembed.jobs.errors import InputFileError, JobStateError  # noqa: E402
 from edgembed.jobs.inputs import input_spec, read_shard, scan  # noqa: E402
-from edgembed.runtime import Embedder, EncodeOptions  # noqa: E402
+from edgembed.runtime import Embedder, EncodeOptions, UnknownChoiceError  # noqa: E402
 
 EDGEMBED = [sys.executable, "-m", "edgembed"]
 
@@ -248,6 +248,22 @@ def test_another_job_is_refused(model, texts, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("not ours")
     with pytest.raises(JobStateError, match="not this job's"):
         embed_file(model, source, tmp_path / "mine", job=JobOptions(overwrite=True), progress=False)
+
+
+def test_options_are_checked_against_the_model_before_any_file(model, texts, tmp_path):
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts[:10]) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(UnknownChoiceError, match="unknown prompt name 'nope'"):
+        embed_file(model, source, out, encode=EncodeOptions(prompt_name="nope"), progress=False)
+    with pytest.raises(ValueError, match="dim=64 is not valid: expected an integer from 1 to 32"):
+        embed_file(model, source, out, encode=EncodeOptions(dim=64), progress=False)
+    with pytest.raises(ValueError, match="ranges=.*the export's fixed ranges"):
+        embed_file(model, source, out, encode=EncodeOptions(precision="int8", ranges=np.zeros((2, 32))),
+                   progress=False)
+    with pytest.raises(TypeError, match="encode is dict.*expected EncodeOptions"):
+        embed_file(model, source, out, encode={"dim": 16}, progress=False)
+    assert not out.exists()
 
 
 def test_progress_lines_in_a_log(fast_export, texts, tmp_path):
