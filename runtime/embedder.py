@@ -420,7 +420,11 @@ class Embedder:
 
     def _plan(self, options: EncodeOptions | EncodePlan) -> EncodePlan:
         """A plan as it is (checked once already), or the plan of an EncodeOptions."""
-        return options if isinstance(options, EncodePlan) else self.check(options)
+        if isinstance(options, EncodePlan):
+            return options
+        if not isinstance(options, EncodeOptions):
+            raise InvalidTypeError("options", options, "an EncodeOptions, or the EncodePlan Embedder.check made of one")
+        return self.check(options)
 
 
 def _caller_outside_runtime() -> int:

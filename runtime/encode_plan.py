@@ -30,7 +30,7 @@ def plan_encode(options: EncodeOptions, manifest: Manifest, *, max_length: int,
     """Every check of `options` that needs the model; the errors name the value and what this model allows.
     `on_untrained_dim(dim)` hears of a dim the model was not trained for, before any later error."""
     if not isinstance(options, EncodeOptions):
-        raise InvalidTypeError("options", options, "an EncodeOptions, or the EncodePlan Embedder.check made of one")
+        raise InvalidTypeError("options", options, "an EncodeOptions")
     dimension = manifest.hidden_size
     if options.dim is not None:
         trained = manifest.matryoshka_dims
