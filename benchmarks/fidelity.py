@@ -150,7 +150,7 @@ def own_specs(export: Path) -> dict[str, dict]:
 
 def load(export: Path, spec: dict, threads: int, streams: int | None):
     """An Embedder for an exported variant ({"format", "dtype"}) or a peer file ({"format", "file", "hint"})."""
-    from edgembed.runtime import Embedder, Manifest
+    from edgembed.runtime import Embedder, LoadOptions, Manifest
     from edgembed.runtime.manifest import FileEntry, Variant
 
     backend = "onnxruntime" if spec["format"] == "onnx" else "openvino"
@@ -162,7 +162,8 @@ def load(export: Path, spec: dict, threads: int, streams: int | None):
                          bytes=(export / f).stat().st_size) for f in files]
     variant = Variant(format=spec["format"], dtype="q8", files=entries, precision_hint=spec["hint"])
     trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
-    return Embedder.from_manifest(export, trial, variant="q8", backend=backend, threads=threads, streams=streams)
+    return Embedder.from_manifest(export, trial, LoadOptions(variant="q8", backend=backend, threads=threads,
+                                                             streams=streams))
 
 
 def embed(export: Path, spec: dict, texts: list[str], threads: int, streams: int | None = None) -> np.ndarray:

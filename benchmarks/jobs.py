@@ -137,7 +137,8 @@ def child(mode: str, corpus: Path, settings: dict) -> dict:
     texts = None
     if mode == "encode":
         texts = corpus.read_text().splitlines()
-    from edgembed.jobs import embed_file  # imported before the clock, like the runtime (pyarrow takes ~0.2 s)
+    # imported before the clock, like the runtime (pyarrow takes ~0.2 s)
+    from edgembed.jobs import RayOptions, embed_file
 
     load = TreeLoad()
     start = time.perf_counter()
@@ -145,9 +146,9 @@ def child(mode: str, corpus: Path, settings: dict) -> dict:
         vectors = model.encode(texts, batch_size=32)
         count, tokens = len(vectors), None
     else:
-        options = {"ray": True, "actors": actors, "cpus_per_actor": settings["threads"] // actors} \
-            if mode.startswith("ray") else {}
-        summary = embed_file(model, corpus, out, progress=False, **options)
+        ray = RayOptions(actors=actors, cpus_per_actor=settings["threads"] // actors) if mode.startswith("ray") \
+            else None
+        summary = embed_file(model, corpus, out, ray=ray, progress=False)
         count, tokens = summary.texts, summary.tokens
     seconds = time.perf_counter() - start
     cpu_seconds, other_load = load.measure()  # before Ray shuts down: its actors are still descendants

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgembed.runtime import defaults
 from edgembed.runtime.errors import InvalidArgumentError, UsageError
 
 OUTPUT_FORMATS = ("json", "jsonl", "summary")
@@ -45,19 +46,26 @@ def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | N
     parser.add_argument("--verify", default="size", metavar="MODE",
                         help="check the model files at load: size (default), sha256 or none")
     parser.add_argument("--auto-min-cosine", type=float, default=None, metavar="X",
-                        help="with auto: the least recorded cosine to PyTorch a variant needs (default 0.99)")
+                        help="with auto: the least recorded cosine to PyTorch a variant needs (default "
+                             f"{defaults.AUTO_MIN_COSINE})")
+
+
+def load_options(args: argparse.Namespace):
+    """The LoadOptions the load flags ask for."""
+    from edgembed.runtime import LoadOptions
+
+    minimum = defaults.AUTO_MIN_COSINE if args.auto_min_cosine is None else args.auto_min_cosine
+    if not 0.0 <= minimum <= 1.0:
+        raise InvalidArgumentError("--auto-min-cosine", minimum, "a number from 0 to 1")
+    return LoadOptions(variant=args.variant, backend=args.backend, max_length=args.max_length, threads=args.threads,
+                       streams=args.streams, verify=args.verify, auto_min_cosine=minimum)
 
 
 def load_embedder(args: argparse.Namespace):
     """The Embedder the load options ask for."""
     from edgembed.runtime.embedder import Embedder
-    from edgembed.runtime.selection import AUTO_MIN_COSINE
 
-    minimum = AUTO_MIN_COSINE if args.auto_min_cosine is None else args.auto_min_cosine
-    if not 0.0 <= minimum <= 1.0:
-        raise InvalidArgumentError("--auto-min-cosine", minimum, "a number from 0 to 1")
-    model = Embedder.load(args.model_dir, variant=args.variant, backend=args.backend, max_length=args.max_length,
-                          threads=args.threads, streams=args.streams, verify=args.verify, auto_min_cosine=minimum)
+    model = Embedder.load_with(args.model_dir, load_options(args))
     if "auto" in (args.variant, args.backend):
         print(f"edgembed {args.command}: using {model.describe()}", file=sys.stderr)
     return model
@@ -72,7 +80,7 @@ def _add_embed(subparsers) -> None:
     add_load_options(parser)
     parser.add_argument("--prompt-name", help="a prompt stored in the manifest, e.g. query or document")
     parser.add_argument("--dim", type=int, help="keep the first DIM components (Matryoshka), then normalize")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N")
+    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, metavar="N")
     parser.add_argument("--chunking", action="store_true",
                         help="embed texts longer than max-length as overlapping windows pooled together "
                              "instead of cutting them")

@@ -13,6 +13,7 @@ from edgembed.runtime import (
     Fidelity,
     Manifest,
     check_positive_int,
+    defaults,
     int8_path,
     normalize,
     runnable_variants,
@@ -86,7 +87,7 @@ def suite_fidelity(vectors: np.ndarray, reference_vectors: np.ndarray, suite: Su
     return worst_of(figures), figures
 
 
-def encode_suite(embedder: Embedder, suite: Suite, batch_size: int = 32) -> np.ndarray:
+def encode_suite(embedder: Embedder, suite: Suite, batch_size: int = defaults.BATCH_SIZE) -> np.ndarray:
     """Every text of the suite, as documents and queries are embedded in evaluation: no prompt, normalized."""
     return embedder.encode(suite.flatten(), batch_size=batch_size, prompt="", normalize=True)
 
@@ -100,7 +101,7 @@ def evaluate_embedder(embedder: Embedder, suite: Suite, reference_vectors: np.nd
                       texts_per_second=round(speed, 1), bytes=embedder.size_bytes, domains=figures)
 
 
-def documents_per_second(embedder: Embedder, documents: list[str], batch_size: int = 32) -> float:
+def documents_per_second(embedder: Embedder, documents: list[str], batch_size: int = defaults.BATCH_SIZE) -> float:
     """Texts per second of one timed pass over `documents` (after a one-batch warm-up)."""
     embedder.encode(documents[:batch_size], batch_size=batch_size, prompt="")
     start = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgembed.evaluation.evaluate import cosine_per_row
-from edgembed.runtime import Embedder, Fidelity, Manifest, Speed, Variant, int8_path
+from edgembed.runtime import Embedder, Fidelity, LoadOptions, Manifest, Speed, Variant, int8_path
 from edgembed.runtime.backends import backend_for_format
 from edgembed.runtime.cpu import cpu_model
 
@@ -18,7 +18,8 @@ def load_variant(directory: Path, manifest: Manifest, variant: Variant) -> Embed
     """The variant as a user would load it (same runtime code), from the manifest being built."""
     trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
     backend = backend_for_format(variant.format)
-    return Embedder.from_manifest(directory, trial, variant=variant.dtype, backend=backend.name if backend else None)
+    return Embedder.from_manifest(directory, trial,
+                                  LoadOptions(variant=variant.dtype, backend=backend.name if backend else None))
 
 
 def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,

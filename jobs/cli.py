@@ -5,8 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_SHARD_SIZE = 10_000  # kept in step with job.DEFAULT_SHARD_SIZE by a test; this module imports no pyarrow
-DEFAULT_LOG_SECONDS = 30.0
+from edgembed.runtime import defaults
+
+from .options import BAD_ROW_POLICIES, DEFAULT_SHARD_SIZE, OUTPUT_FORMATS
+from .progress import DEFAULT_LOG_SECONDS
+
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # runtime.precision.PRECISIONS, checked by a test
 
 
@@ -30,7 +33,7 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
                         help="field/column holding the text (JSONL, CSV, Parquet; default: text)")
     source.add_argument("--id-field", metavar="NAME", help="field/column holding the id (default: the row "
                         "number from 0)")
-    source.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+    source.add_argument("--on-bad-row", choices=BAD_ROW_POLICIES, default="error",
                         help="a row without a usable text: stop naming it (default), or skip it and list it in "
                              "VECTORS/_skipped.jsonl")
     vectors = parser.add_argument_group("vectors")
@@ -42,13 +45,13 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     vectors.add_argument("--precision", choices=PRECISIONS, default="float32",
                          help="float32 (default), or compact codes as sentence-transformers makes them: int8 / "
                               "uint8 (the export's fixed ranges; 4x smaller), binary / ubinary (32x smaller)")
-    vectors.add_argument("--batch-size", type=int, default=32, metavar="N")
-    vectors.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N",
-                         help="padded tokens per batch at most (default 16384)")
+    vectors.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, metavar="N")
+    vectors.add_argument("--max-batch-tokens", type=int, default=defaults.MAX_BATCH_TOKENS, metavar="N",
+                         help=f"padded tokens per batch at most (default {defaults.MAX_BATCH_TOKENS})")
     engine = parser.add_argument_group("model loading")
     add_load_options(engine)
     job = parser.add_argument_group("job")
-    job.add_argument("--output-format", choices=("parquet", "npy"), help="default: npy when VECTORS ends in .npy")
+    job.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: npy when VECTORS ends in .npy")
     job.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="ROWS",
                      help=f"rows per shard, the unit of resume (default {DEFAULT_SHARD_SIZE:,})")
     job.add_argument("--overwrite", action="store_true",
@@ -73,18 +76,23 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgembed.commands import load_embedder
+    from edgembed.commands import load_embedder, load_options
+    from edgembed.runtime import EncodeOptions
 
     from .job import embed_file
+    from .options import JobOptions, RayOptions
 
+    encode = EncodeOptions(batch_size=args.batch_size, prompt_name=args.prompt_name, prompt=args.prompt, dim=args.dim,
+                           max_batch_tokens=args.max_batch_tokens, chunking=args.chunking, precision=args.precision)
+    job = JobOptions(input_format=args.input_format, text_field=args.text_field, id_field=args.id_field,
+                     output_format=args.output_format, shard_size=args.shard_size, on_bad_row=args.on_bad_row,
+                     overwrite=args.overwrite)
+    # --ray alone is True: a local Ray, or the cluster of RAY_ADDRESS
+    ray = None if args.ray is False else RayOptions(address=None if args.ray is True else args.ray,
+                                                     actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                                                     ship_model=args.ship_model)
     model = load_embedder(args)
-    summary = embed_file(
-        model, args.input, args.output, input_format=args.input_format, text_field=args.text_field,
-        id_field=args.id_field, output_format=args.output_format, prompt_name=args.prompt_name,
-        prompt=args.prompt, dim=args.dim, chunking=args.chunking, precision=args.precision, batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens, shard_size=args.shard_size, on_bad_row=args.on_bad_row,
-        overwrite=args.overwrite, threads=args.threads, streams=args.streams,
-        progress=None if args.progress == "auto" else args.progress, log_every=args.log_every, ray=args.ray,
-        actors=args.actors, cpus_per_actor=args.cpus_per_actor, ship_model=args.ship_model)
+    summary = embed_file(model, args.input, args.output, encode=encode, load=load_options(args), job=job, ray=ray,
+                         progress=None if args.progress == "auto" else args.progress, log_every=args.log_every)
     print(f"edgembed embed-file: {summary.line()}", file=sys.stderr)
     return 0

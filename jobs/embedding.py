@@ -3,10 +3,11 @@ on Ray, so both give the same vectors (q8 vectors depend on which texts share a 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from edgembed.runtime import EncodeOptions, EncodePlan
 from edgembed.runtime.precision import CODE_DTYPES, code_width
 
 # Characters per tokenize/embed call. The runtime sorts a call's texts by length before batching, so larger calls
@@ -15,25 +16,14 @@ from edgembed.runtime.precision import CODE_DTYPES, code_width
 CHUNK_CHARACTERS = 2_000_000
 
 
-@dataclass(frozen=True)
-class EmbedSettings:
-    """The encode options a job passes through. The first seven decide the vectors; the last two only the speed
-    (and, for q8, which texts share a batch)."""
+# The encode options that decide a job's vectors; the batch sizes decide only the speed (and, for q8, which texts
+# share a batch), and truncation only whether a long text stops the job.
+VECTOR_FIELDS = ("prompt_name", "prompt", "dim", "normalize", "chunking", "chunk_overlap", "precision")
 
-    prompt_name: str | None = None
-    prompt: str | None = None
-    dim: int | None = None
-    normalize: bool | None = None
-    chunking: bool = False
-    chunk_overlap: int | None = None
-    precision: str = "float32"
-    batch_size: int = 32
-    max_batch_tokens: int = 16384
 
-    def vector_options(self) -> dict[str, object]:
-        options = asdict(self)
-        del options["batch_size"], options["max_batch_tokens"]
-        return options
+def vector_options(options: EncodeOptions) -> dict[str, object]:
+    """The options of VECTOR_FIELDS by name, as a job records them to recognise itself."""
+    return {name: getattr(options, name) for name in VECTOR_FIELDS}
 
 
 @dataclass
@@ -43,33 +33,29 @@ class ShardVectors:
     truncated: int
 
 
-def embed_texts(model, texts: list[str], settings: EmbedSettings,
+def embed_texts(model, texts: list[str], plan: EncodePlan,
                 on_chunk: Callable[[int, int], None] | None = None) -> ShardVectors:
-    """Vectors of `texts` in order; `on_chunk(texts, tokens)` as they are embedded (for progress)."""
+    """Vectors of `texts` in order, with the options `plan` holds (model.check made it);
+    `on_chunk(texts, tokens)` as they are embedded (for progress)."""
     parts, tokens, truncated = [], 0, 0
     for start, stop in chunk_bounds(texts):
         chunk = texts[start:stop]
-        if settings.chunking:
+        if plan.options.chunking:
             before = model.stats.tokens  # chunked texts are never cut; the runtime counts their window tokens
-            vectors = model.encode(chunk, batch_size=settings.batch_size, prompt_name=settings.prompt_name,
-                                   prompt=settings.prompt, normalize=settings.normalize, dim=settings.dim,
-                                   max_batch_tokens=settings.max_batch_tokens, chunking=True,
-                                   chunk_overlap=settings.chunk_overlap, precision=settings.precision)
+            vectors = model.encode_with(chunk, plan)
             count, cut = model.stats.tokens - before, 0
             if on_chunk is not None:
                 on_chunk(len(chunk), count)
         else:
-            tokenized = model.tokenize(chunk, prompt_name=settings.prompt_name, prompt=settings.prompt)
-            vectors = model.embed(tokenized, batch_size=settings.batch_size,
-                                  max_batch_tokens=settings.max_batch_tokens, normalize=settings.normalize,
-                                  dim=settings.dim, precision=settings.precision, on_batch=on_chunk)
+            tokenized = model.tokenize_with(chunk, plan)
+            vectors = model.embed_with(tokenized, plan, on_batch=on_chunk)
             count, cut = tokenized.token_count, tokenized.truncated_count
         parts.append(vectors)
         tokens += count
         truncated += cut
     if not parts:
-        width = code_width(settings.precision, settings.dim or model.dimension)
-        parts.append(np.zeros((0, width), CODE_DTYPES[settings.precision]))
+        precision = plan.options.precision
+        parts.append(np.zeros((0, code_width(precision, plan.dimension)), CODE_DTYPES[precision]))
     return ShardVectors(np.concatenate(parts), tokens, truncated)
 
 

@@ -11,23 +11,18 @@ from pathlib import Path
 from typing import TextIO
 
 from edgembed import __version__
-from edgembed.runtime.errors import (
-    InvalidArgumentError,
-    InvalidTypeError,
-    check_bool,
-    check_positive_int,
-)
-from edgembed.runtime.precision import CODE_DTYPES, RANGED_PRECISIONS, check_precision, code_width
+from edgembed.runtime import ClosedError, EncodeOptions, EncodePlan, LoadOptions
+from edgembed.runtime.errors import InvalidArgumentError, InvalidTypeError
+from edgembed.runtime.precision import CODE_DTYPES, code_width
 
-from .embedding import EmbedSettings
+from .embedding import vector_options
 from .errors import JobStateError, MissingExtraError
+from .options import JobOptions, RayOptions
 from .progress import DEFAULT_LOG_SECONDS, MODES, Progress, choose_mode
-from .shard_work import BAD_ROW_POLICIES, check_bad_rows, finish_shard
+from .shard_work import check_bad_rows, finish_shard
 from .state import JobState, check_same_job, input_fingerprint, model_fingerprint, read_state, write_atomically
 from .vectors_file import VectorsFileHeader
 
-DEFAULT_SHARD_SIZE = 10_000
-OUTPUT_FORMATS = ("parquet", "npy")
 SKIPPED_FILE = "_skipped.jsonl"
 LABEL = "edgembed embed-file"
 
@@ -69,81 +64,45 @@ class JobSummary:
                 f"{resumed} -> {self.output} ({self.variant} on {self.backend}, {self.dimension} dimensions{codes})")
 
 
-def embed_file(model, input, output, *, input_format: str | None = None, text_field: str = "text",
-               id_field: str | None = None, output_format: str | None = None, prompt_name: str | None = None,
-               prompt: str | None = None, dim: int | None = None, normalize: bool | None = None,
-               chunking: bool = False, chunk_overlap: int | None = None, precision: str = "float32",
-               batch_size: int = 32,
-               max_batch_tokens: int = 16384, shard_size: int = DEFAULT_SHARD_SIZE, on_bad_row: str = "error",
-               overwrite: bool = False, variant: str | None = None, backend: str | None = None,
-               max_length: int | None = None, threads: int | None = None, streams: int | None = None,
-               verify: str = "size", progress: bool | str | None = None, log_every: float = DEFAULT_LOG_SECONDS,
-               stream: TextIO | None = None, ray: bool | str = False, actors: int | None = None,
-               cpus_per_actor: int | None = None, ship_model: bool = False) -> JobSummary:
+def embed_file(model, input, output, *, encode: EncodeOptions = EncodeOptions(), load: LoadOptions = LoadOptions(),
+               job: JobOptions = JobOptions(), ray: RayOptions | None = None, progress: bool | str | None = None,
+               log_every: float = DEFAULT_LOG_SECONDS, stream: TextIO | None = None) -> JobSummary:
     """Embed every text of `input` with `model` (an export directory or a loaded Embedder) into `output`.
 
-    `input`: text (one per line), JSONL, CSV or Parquet (by extension, or `input_format`); `text_field` and
-    `id_field` name the fields (ids default to row numbers from 0). `output`: a directory of Parquet shards
-    (id, embedding) plus `_job.json`, or a `.npy` matrix (`output_format`, default by the name's suffix). The
-    job runs in shards of `shard_size` rows, each written atomically: run it again with the same arguments
-    after an interruption and it embeds only the missing shards. A different model, input or vector option
-    is refused unless `overwrite`. `on_bad_row`: "error" stops at a bad row, naming it; "skip" leaves it out
-    and lists it in `_skipped.jsonl`. Encode options (prompt, dim, chunking, precision, batch sizes) are Embedder's:
-    `precision` "int8"/"uint8"/"binary"/"ubinary" writes sentence-transformers' codes, with the export's fixed
-    ranges recorded in the file metadata; so
-    are the load options (variant, backend, max_length, threads, streams, verify), used when `model` is a
-    path (`streams` also goes to the Ray actors). `progress`: None picks a bar on
-    a terminal and a line every `log_every` seconds otherwise. `ray`: True (a local Ray, or RAY_ADDRESS) or
-    an address runs the shards on a Ray actor pool, `actors` actors of `cpus_per_actor` CPUs each (default 2
-    where every node has 2 or more: one copy of the weights for two streams, docs/jobs.md);
-    `ship_model` uploads the export with the job instead of reading it from the same path on every node.
+    `input`: text (one per line), JSONL, CSV or Parquet (by extension, or `job.input_format`); `job.text_field`
+    and `job.id_field` name the fields (ids default to row numbers from 0). `output`: a directory of Parquet
+    shards (id, embedding) plus `_job.json`, or a `.npy` matrix (`job.output_format`, default by the name's
+    suffix). The job runs in shards of `job.shard_size` rows, each written atomically: run it again with the
+    same arguments after an interruption and it embeds only the missing shards. A different model, input or
+    vector option is refused unless `job.overwrite`. `job.on_bad_row`: "error" stops at a bad row, naming it;
+    "skip" leaves it out and lists it in `_skipped.jsonl`. `encode` holds Embedder.encode's options (prompt, dim,
+    chunking, precision, batch sizes): precision "int8"/"uint8"/"binary"/"ubinary" writes sentence-transformers'
+    codes, with the export's fixed ranges recorded in the file metadata. `load` holds Embedder.load's, used when
+    `model` is a path; the Ray actors load with them too. `progress`: None picks a bar on a terminal and a line
+    every `log_every` seconds otherwise. `ray` runs the shards on a Ray actor pool (RayOptions: the address, the
+    actors and their CPUs, default 2 where every node has 2 or more: one copy of the weights for two streams,
+    docs/jobs.md; `ship_model` uploads the export with the job instead of reading it from the same path on every
+    node).
     """
     _require("pyarrow", "jobs")
     from .inputs import input_spec, scan
 
-    settings = EmbedSettings(prompt_name=prompt_name, prompt=prompt, dim=dim, normalize=normalize,
-                             chunking=check_bool("chunking", chunking), chunk_overlap=chunk_overlap,
-                             precision=check_precision(precision),
-                             batch_size=check_positive_int("batch_size", batch_size),
-                             max_batch_tokens=check_positive_int("max_batch_tokens", max_batch_tokens))
-    check_positive_int("shard_size", shard_size)
-    check_bool("overwrite", overwrite)
-    if on_bad_row not in BAD_ROW_POLICIES:
-        raise InvalidArgumentError("on_bad_row", on_bad_row, " or ".join(map(repr, BAD_ROW_POLICIES)))
+    _check_types(encode=encode, load=load, job=job, ray=ray)
     stream = stream or sys.stderr
     mode = choose_mode(progress, stream)
     if mode not in MODES:
         raise InvalidArgumentError("progress", progress, "None, True, False or one of " + ", ".join(MODES))
-    if ray is not False and not isinstance(ray, (bool, str)):
-        raise InvalidTypeError("ray", ray, "False, True (local or RAY_ADDRESS) or a Ray address")
-    spec = input_spec(input, input_format=input_format, text_field=text_field, id_field=id_field)
-    target = _output_target(Path(output), output_format, id_field)
-    embedder = _load(model, variant=variant, backend=backend, max_length=max_length, threads=threads,
-                     streams=streams, verify=verify)
+    spec = input_spec(input, input_format=job.input_format, text_field=job.text_field, id_field=job.id_field)
+    target = _output_target(Path(output), job)
+    embedder = _load(model, load)
     # An Embedder the caller passed stays open; one loaded here is closed when the job ends, however it ends.
     try:
-        # Check the options on a real call before any file is touched (a bad prompt name or dim, or int8 without
-        # ranges for that dim, fails here).
-        from .embedding import embed_texts
-
-        embed_texts(embedder, ["check"], settings)
-        fingerprint = input_fingerprint(spec.path)
+        encode_plan = _check_encode(embedder, encode)  # before any file is touched
         start = time.perf_counter()
-        plan = scan(spec, shard_size)
-        dimension = dim or embedder.dimension
-        state = JobState(
-            identity={"input": {"format": spec.format, "text_field": spec.text_field, "id_field": spec.id_field,
-                                **fingerprint},
-                      "model": model_fingerprint(embedder),
-                      "vectors": {**settings.vector_options(), "dimension": dimension, "shard_size": shard_size}},
-            details={"paths": {"input": str(spec.path.resolve()), "model": str(Path(embedder.directory).resolve()),
-                               "output": str(target.resolve())},
-                     "plan": {"rows": plan.rows, "shards": plan.shards, "id_type": plan.id_type},
-                     "execution": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
-                                   "threads": threads, "streams": streams, "on_bad_row": on_bad_row,
-                                   "ray": ray if ray is not True else "local or RAY_ADDRESS",
-                                   "edgembed_version": __version__}})
-        directory = _prepare(target, state, overwrite, output_format=_kind(target, output_format), stream=stream)
+        plan = scan(spec, job.shard_size)
+        state = _job_state(spec, plan, embedder, target, encode_plan, load, job, ray)
+        directory = _prepare(target, state, job.overwrite, output_format=_kind(target, job.output_format),
+                             stream=stream)
         from .shards import finished_shards, remove_temporary_files
 
         remove_temporary_files(directory)
@@ -151,29 +110,28 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
         pending = [shard for shard in range(plan.shards) if shard not in infos]
         state.write(directory, "running")
         header = VectorsFileHeader(model_id=embedder.model_id, variant=embedder.variant, backend=embedder.backend,
-                                   dimension=dimension, precision=settings.precision,
-                                   ranges=_recorded_ranges(embedder, settings), prompt=settings.prompt,
-                                   prompt_name=settings.prompt_name, job_id=state.job_id,
+                                   dimension=encode_plan.dimension, precision=encode.precision,
+                                   ranges=None if encode_plan.ranges is None else encode_plan.ranges.tolist(),
+                                   prompt=encode.prompt, prompt_name=encode.prompt_name, job_id=state.job_id,
                                    edgembed_version=__version__)
         metadata = header.to_metadata()  # plain JSON data: it travels to the shard writers, on Ray too
         done_rows = sum(info.end_row - info.first_row for info in infos.values())
         bar = Progress(total=plan.rows, done=done_rows, mode=mode, label=LABEL, every=log_every, stream=stream)
         try:
-            if pending and ray is not False:
+            if pending and ray is not None:
                 _require("ray", "ray")
                 from .ray_job import run_on_ray
 
                 if embedder is not model:  # the actors load their own; the driver's copy would only hold memory
                     embedder.close()
 
-                infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
-                                        settings=settings, embedder=embedder, metadata=metadata, directory=directory,
-                                        on_bad_row=on_bad_row, progress=bar, actors=actors,
-                                        cpus_per_actor=cpus_per_actor, streams=streams, ship_model=ship_model))
+                infos.update(run_on_ray(ray, spec=spec, plan=plan, pending=pending, shard_size=job.shard_size,
+                                        encode=encode, load=load, embedder=embedder, metadata=metadata,
+                                        directory=directory, on_bad_row=job.on_bad_row, progress=bar))
             elif pending:
-                infos.update(_run_here(embedder, spec=spec, plan=plan, pending=pending, shard_size=shard_size,
-                                       settings=settings, metadata=metadata, directory=directory,
-                                       on_bad_row=on_bad_row, progress=bar))
+                infos.update(_run_here(embedder, spec=spec, plan=plan, pending=pending, shard_size=job.shard_size,
+                                       encode_plan=encode_plan, metadata=metadata, directory=directory,
+                                       on_bad_row=job.on_bad_row, progress=bar))
         finally:
             bar.close()
         summary = JobSummary(
@@ -182,22 +140,60 @@ def embed_file(model, input, output, *, input_format: str | None = None, text_fi
             truncated=sum(i.truncated for i in infos.values()), shards=plan.shards,
             resumed_shards=plan.shards - len(pending), texts_this_run=bar.texts, tokens_this_run=bar.tokens,
             seconds=time.perf_counter() - start, model_id=embedder.model_id, variant=embedder.variant,
-            backend=embedder.backend, dimension=dimension, precision=settings.precision)
-        _finish(target, directory, state, infos, summary, _kind(target, output_format))
+            backend=embedder.backend, dimension=encode_plan.dimension, precision=encode.precision)
+        _finish(target, directory, state, infos, summary, _kind(target, job.output_format))
         return summary
     finally:
         if embedder is not model:
             embedder.close()
 
 
-def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, directory, on_bad_row, progress):
+def _check_types(**values: object) -> None:
+    """Each option value is of its class (None allowed for ray): a dict or a keyword would fail later, less clearly."""
+    classes = {"encode": EncodeOptions, "load": LoadOptions, "job": JobOptions, "ray": RayOptions}
+    for name, value in values.items():
+        if not isinstance(value, classes[name]) and not (name == "ray" and value is None):
+            raise InvalidTypeError(name, value, classes[name].__name__ + (" or None" if name == "ray" else ""))
+
+
+def _check_encode(embedder, encode: EncodeOptions) -> EncodePlan:
+    """The options checked against the model: a bad prompt name or dim, or int8 without ranges at that dim, fails
+    here, as does an Embedder already closed."""
+    if encode.ranges is not None:
+        raise InvalidArgumentError("ranges", "(an array)", "None", "a job's int8/uint8 codes use the export's "
+                                   "fixed ranges, which it records in the file metadata")
+    if embedder.closed:
+        raise ClosedError(embedder.directory)
+    return embedder.check(encode)
+
+
+def _job_state(spec, plan, embedder, target: Path, encode_plan: EncodePlan, load: LoadOptions, job: JobOptions,
+               ray: RayOptions | None) -> JobState:
+    """What identifies the job (input, model, vectors: a resume must match them) and what it was run with."""
+    encode = encode_plan.options
+    return JobState(
+        identity={"input": {"format": spec.format, "text_field": spec.text_field, "id_field": spec.id_field,
+                            **input_fingerprint(spec.path)},
+                  "model": model_fingerprint(embedder),
+                  "vectors": {**vector_options(encode), "dimension": encode_plan.dimension,
+                              "shard_size": job.shard_size}},
+        details={"paths": {"input": str(spec.path.resolve()), "model": str(Path(embedder.directory).resolve()),
+                           "output": str(target.resolve())},
+                 "plan": {"rows": plan.rows, "shards": plan.shards, "id_type": plan.id_type},
+                 "execution": {"batch_size": encode.batch_size, "max_batch_tokens": encode.max_batch_tokens,
+                               "threads": load.threads, "streams": load.streams, "on_bad_row": job.on_bad_row,
+                               "ray": False if ray is None else ray.address or "local or RAY_ADDRESS",
+                               "edgembed_version": __version__}})
+
+
+def _run_here(embedder, *, spec, plan, pending, shard_size, encode_plan, metadata, directory, on_bad_row, progress):
     from .inputs import read_shard
 
     infos = {}
     for shard in pending:
         rows = read_shard(spec, plan, shard, shard_size)
         check_bad_rows(rows, on_bad_row, str(spec.path))
-        infos[shard] = finish_shard(embedder, rows, shard=shard, settings=settings, id_type=plan.id_type,
+        infos[shard] = finish_shard(embedder, rows, shard=shard, encode_plan=encode_plan, id_type=plan.id_type,
                                     metadata=metadata, directory=directory,
                                     on_chunk=lambda texts, tokens: progress.update(rows=texts, texts=texts,
                                                                                    tokens=tokens))
@@ -205,11 +201,6 @@ def _run_here(embedder, *, spec, plan, pending, shard_size, settings, metadata, 
     return infos
 
 
-def _recorded_ranges(embedder, settings: EmbedSettings) -> list[list[float]] | None:
-    """For int8/uint8, the fixed ranges the codes were made with (to read them back); None otherwise."""
-    if settings.precision not in RANGED_PRECISIONS:
-        return None
-    return embedder.embedding_ranges(dim=settings.dim, normalize=settings.normalize).tolist()
 
 
 def _require(module: str, extra: str):
@@ -219,25 +210,23 @@ def _require(module: str, extra: str):
         raise MissingExtraError(module, extra) from None
 
 
-def _load(model, **options):
+def _load(model, options: LoadOptions):
     from edgembed.runtime import Embedder
 
     if isinstance(model, Embedder):
         return model
     if not isinstance(model, (str, Path)):
         raise InvalidTypeError("model", model, "an export directory (str or Path) or an Embedder")
-    return Embedder.load(model, **options)
+    return Embedder.load_with(model, options)
 
 
 def _kind(target: Path, output_format: str | None) -> str:
     return output_format or ("npy" if target.suffix.lower() == ".npy" else "parquet")
 
 
-def _output_target(target: Path, output_format: str | None, id_field: str | None) -> Path:
-    if output_format is not None and output_format not in OUTPUT_FORMATS:
-        raise InvalidArgumentError("output_format", output_format, " or ".join(map(repr, OUTPUT_FORMATS)))
-    if _kind(target, output_format) == "npy" and id_field is not None:
-        raise InvalidArgumentError("id_field", id_field, "no id field with a .npy output",
+def _output_target(target: Path, job: JobOptions) -> Path:
+    if _kind(target, job.output_format) == "npy" and job.id_field is not None:
+        raise InvalidArgumentError("id_field", job.id_field, "no id field with a .npy output",
                                    "a .npy holds only the matrix (rows in input order); write a Parquet "
                                    "directory to keep ids")
     return target

@@ -12,13 +12,15 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from edgembed.runtime import EncodeOptions, LoadOptions
 from edgembed.runtime.errors import EdgembedError
 
-from .embedding import EmbedSettings
 from .errors import MissingExtraError, WorkerError
 from .inputs import InputPlan, InputSpec, ShardRows, read_range
+from .options import RayOptions
 from .shard_work import check_bad_rows, finish_shard
 from .shards import ShardInfo
 
@@ -26,29 +28,24 @@ from .shards import ShardInfo
 _NO_ROWS = -1
 
 
-def run_on_ray(address: bool | str, *, spec: InputSpec, plan: InputPlan, pending: list[int], shard_size: int,
-               settings: EmbedSettings, embedder, metadata: dict[str, object], directory: Path, on_bad_row: str,
-               progress, actors: int | None, cpus_per_actor: int | None, streams: int | None,
-               ship_model: bool) -> dict[int, ShardInfo]:
-    """Embed the `pending` shards on a Ray actor pool; the infos of the shards written."""
+def run_on_ray(options: RayOptions, *, spec: InputSpec, plan: InputPlan, pending: list[int], shard_size: int,
+               encode: EncodeOptions, load: LoadOptions, embedder, metadata: dict[str, object], directory: Path,
+               on_bad_row: str, progress) -> dict[int, ShardInfo]:
+    """Embed the `pending` shards on a Ray actor pool; the infos of the shards written. The actors load the
+    driver's variant and backend with `load`'s other options, on their CPUs' threads."""
     try:
         import ray
         import ray.data
     except ImportError:
         raise MissingExtraError("ray", "ray") from None
-    from edgembed.runtime.errors import check_positive_int
-
-    if cpus_per_actor is not None:
-        check_positive_int("cpus_per_actor", cpus_per_actor)
     started = not ray.is_initialized()
     if started:
         # Ray uploads a local working_dir only for a whole job (ray.init), not for one operator's actors
-        ray.init(address=None if address is True else address, logging_level="WARNING",
-                 runtime_env=_shipped_model(embedder) if ship_model else None)
+        ray.init(address=options.address, logging_level="WARNING",
+                 runtime_env=_shipped_model(embedder) if options.ship_model else None)
     try:
-        cpus_per_actor = cpus_per_actor or _default_cpus_per_actor(ray)
-        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
-        check_positive_int("actors", pool)
+        cpus_per_actor = options.cpus_per_actor or _default_cpus_per_actor(ray)
+        pool = options.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the job's own progress counts shards as they come back
         _quiet_ray_data()
@@ -57,10 +54,11 @@ def run_on_ray(address: bool | str, *, spec: InputSpec, plan: InputPlan, pending
         source = ShardDatasource(spec, plan, pending, shard_size, on_bad_row)
         # same CPUs as the actors: Ray fuses the read into the actor pool (no extra worker processes)
         dataset = ray.data.read_datasource(source, override_num_blocks=len(pending), num_cpus=cpus_per_actor)
-        actor_options = {"model_dir": None if ship_model else str(Path(embedder.directory).resolve()),
-                         "variant": embedder.variant, "backend": embedder.backend, "max_length": embedder.max_length,
-                         "threads": cpus_per_actor, "streams": streams, "settings": settings,
-                         "id_type": plan.id_type, "metadata": metadata, "directory": str(directory.resolve())}
+        actor_load = replace(load, variant=embedder.variant, backend=embedder.backend, max_length=embedder.max_length,
+                             threads=cpus_per_actor)
+        actor_options = {"model_dir": None if options.ship_model else str(Path(embedder.directory).resolve()),
+                         "load": actor_load, "encode": encode, "id_type": plan.id_type, "metadata": metadata,
+                         "directory": str(directory.resolve())}
         # batch_size=None: each block (one whole shard) is one call; the actors' threads are their CPUs
         results = dataset.map_batches(EmbedShards, batch_size=None, batch_format="pyarrow",
                                       compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cpus_per_actor,
@@ -186,9 +184,8 @@ class EmbedShards:
     OMP_NUM_THREADS), then embeds and writes every shard it is given; its model is closed when Ray Data shuts the
     actor down (Ray deletes the object then)."""
 
-    def __init__(self, *, model_dir: str | None, variant: str, backend: str, max_length: int, threads: int,
-                 streams: int | None, settings: EmbedSettings, id_type: str, metadata: dict[str, object],
-                 directory: str) -> None:
+    def __init__(self, *, model_dir: str | None, load: LoadOptions, encode: EncodeOptions, id_type: str,
+                 metadata: dict[str, object], directory: str) -> None:
         from edgembed.runtime import Embedder
 
         # model_dir None: the export was shipped as the job's runtime_env working_dir, the actor's current directory
@@ -196,9 +193,8 @@ class EmbedShards:
             raise WorkerError(f"ship_model: no manifest.json in the actor's working directory {os.getcwd()}; when "
                               "Ray is started before embed_file, start it with ray.init(runtime_env="
                               "{'working_dir': OUT}), or drop ship_model and give every node the export's path")
-        self._model = Embedder.load(model_dir or os.getcwd(), variant=variant, backend=backend,
-                                    max_length=max_length, threads=threads, streams=streams)
-        self._settings = settings
+        self._model = Embedder.load_with(model_dir or os.getcwd(), load)
+        self._encode_plan = self._model.check(encode)  # once per actor, not per shard
         self._id_type = id_type
         self._metadata = metadata
         self._directory = Path(directory)
@@ -227,7 +223,7 @@ class EmbedShards:
                 rows.texts.append(text)
             else:
                 rows.bad.append((row, problem))
-        info = finish_shard(self._model, rows, shard=shard, settings=self._settings, id_type=self._id_type,
+        info = finish_shard(self._model, rows, shard=shard, encode_plan=self._encode_plan, id_type=self._id_type,
                             metadata=self._metadata, directory=self._directory)
         return pa.table({"shard": [info.shard], "first_row": [info.first_row], "end_row": [info.end_row],
                          "texts": [info.texts], "tokens": [info.tokens], "truncated": [info.truncated],

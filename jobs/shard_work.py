@@ -4,12 +4,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .embedding import EmbedSettings, embed_texts
+from edgembed.runtime import EncodePlan
+
+from .embedding import embed_texts
 from .errors import InputFileError
 from .inputs import ShardRows
 from .shards import ShardInfo, shard_table, write_shard
 
-BAD_ROW_POLICIES = ("error", "skip")
 _SHOWN_BAD_ROWS = 3
 
 
@@ -23,11 +24,11 @@ def check_bad_rows(rows: ShardRows, policy: str, input_name: str) -> None:
                              "embed the other rows and list these in the output's skipped file")
 
 
-def finish_shard(model, rows: ShardRows, *, shard: int, settings: EmbedSettings, id_type: str,
+def finish_shard(model, rows: ShardRows, *, shard: int, encode_plan: EncodePlan, id_type: str,
                  metadata: dict[str, object], directory: Path,
                  on_chunk: Callable[[int, int], None] | None = None) -> ShardInfo:
     """Embed the good rows of a shard and write its file; the returned info is what the file's metadata says."""
-    result = embed_texts(model, rows.texts, settings, on_chunk)
+    result = embed_texts(model, rows.texts, encode_plan, on_chunk)
     info = ShardInfo(shard, rows.first_row, rows.end_row, len(rows.texts), result.tokens, result.truncated,
                      tuple(rows.bad))
     content = {**metadata, "shard": shard, "rows": [rows.first_row, rows.end_row], "texts": info.texts,

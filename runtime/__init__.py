@@ -6,6 +6,7 @@
 """
 from .cpu import Int8Path, int8_path
 from .embedder import EncodeStats, Embedder
+from .encode_plan import EncodePlan
 from .errors import (
     BackendUnavailableError,
     ChecksumError,
@@ -24,6 +25,7 @@ from .errors import (
 )
 from .loading import verify_files
 from .manifest import DimensionRanges, EmbeddingRanges, Fidelity, Manifest, Speed, Variant
+from .options import EncodeOptions, LoadOptions
 from .pooling import normalize
 from .precision import PRECISIONS, code_bytes, dequantize, embedding_ranges, quantize
 from .search import Hits, hamming_distances, search
@@ -39,6 +41,8 @@ __all__ = [
     "EdgembedError",
     "EmbeddingRanges",
     "Embedder",
+    "EncodeOptions",
+    "EncodePlan",
     "EncodeStats",
     "Fidelity",
     "Hits",
@@ -47,6 +51,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "Manifest",
+    "LoadOptions",
     "ManifestError",
     "MissingRangesError",
     "ModelFileError",

@@ -1,9 +1,6 @@
 """Group texts of similar length so a mixed corpus is not padded to its longest text."""
 from __future__ import annotations
 
-# Default cap on padded tokens per batch (rows x longest row): bounds activation memory per call.
-DEFAULT_MAX_BATCH_TOKENS = 16384
-
 
 def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     """Indices grouped into batches, longest texts first.

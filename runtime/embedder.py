@@ -2,43 +2,36 @@
 variant in selection.py; this file tokenizes, runs batches, pools and post-processes."""
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding
 
+from . import defaults
 from .backends import Backend, Compile, build_feeds, compile_graph, cuda_available, installed_backends
-from .batching import DEFAULT_MAX_BATCH_TOKENS, plan_batches
+from .batching import plan_batches
 from .cpu import int8_path
-from .errors import (
-    ClosedError,
-    InvalidArgumentError,
-    InvalidTypeError,
-    ModelFileError,
-    UnknownChoiceError,
-    check_bool,
-    check_int_range,
-    check_optional_str,
-    check_positive_int,
-)
-from .loading import VERIFY_MODES, LoadedModel, open_model
+from .encode_plan import EncodePlan, plan_encode
+from .errors import ClosedError, InvalidTypeError, ModelFileError
+from .loading import LoadedModel, open_model
 from .manifest import Manifest
 from .memory import trim_heap
+from .options import EncodeOptions, LoadOptions
 from .pooling import combine_windows, pool, truncate_dim
 from .pooling import normalize as l2_normalize
-from .precision import RANGED_PRECISIONS, check_precision, check_ranges, manifest_ranges, quantize
-from .selection import AUTO_MIN_COSINE, exported_pairs, select
+from .precision import manifest_ranges, quantize
+from .selection import exported_pairs, select
 from .similarity import similarity_matrix
 from .streams import STREAM_BATCH_TOKENS
 from .tokenization import TokenizedTexts, check_unicode
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
-# With chunking=True and no chunk_overlap, neighbouring windows share max_length // this many tokens.
-CHUNK_OVERLAP_FRACTION = 8
+_RUNTIME = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -114,8 +107,9 @@ class Embedder:
     @classmethod
     def load(cls, path: str | Path, *, variant: str | None = None, backend: str | None = None,
              max_length: int | None = None, threads: int | None = None, streams: int | None = None,
-             providers: Sequence[str] | None = None, auto_min_cosine: float = AUTO_MIN_COSINE,
-             verify: str = "size", latency_copy: bool = False, compile: Compile = compile_graph) -> "Embedder":
+             providers: Sequence[str] | None = None, auto_min_cosine: float = defaults.AUTO_MIN_COSINE,
+             verify: str = defaults.VERIFY, latency_copy: bool = False, compile: Compile = compile_graph
+             ) -> "Embedder":
         """Load an exported model directory (the output of `edgembed export`).
 
         `variant`/`backend`: a name, "auto" (the fastest faithful one, see selection.py) or None (edgembed's
@@ -124,42 +118,42 @@ class Embedder:
         with 2+ cores; 1 turns it off); one compiled copy of the weights serves them and single texts, which
         then run on one stream's threads. `latency_copy=True` compiles a second copy for single texts on every
         thread: faster single texts for the memory of the weights again (docs/memory.md). `verify`: "size"
-        (default), "sha256" or "none" for the model files.
+        (default), "sha256" or "none" for the model files. `load_with(path, LoadOptions(...))` takes the same
+        options as one value.
         `compile`: what turns a graph file into a Backend (tests pass a recording one).
         """
+        options = LoadOptions(variant=variant, backend=backend, max_length=max_length, threads=threads,
+                              streams=streams, providers=providers, auto_min_cosine=auto_min_cosine, verify=verify,
+                              latency_copy=latency_copy)
+        return cls.load_with(path, options, compile=compile)
+
+    @classmethod
+    def load_with(cls, path: str | Path, options: LoadOptions, *, compile: Compile = compile_graph) -> "Embedder":
+        """load() with its options as one LoadOptions value."""
         if not isinstance(path, (str, Path)):
             raise InvalidTypeError("path", path, "a directory path (str or pathlib.Path)")
         directory = Path(path)
-        return cls.from_manifest(directory, Manifest.read(directory), variant=variant, backend=backend,
-                                 max_length=max_length, threads=threads, streams=streams, providers=providers,
-                                 auto_min_cosine=auto_min_cosine, verify=verify, latency_copy=latency_copy,
-                                 compile=compile)
+        return cls.from_manifest(directory, Manifest.read(directory), options, compile=compile)
 
     @classmethod
-    def from_manifest(cls, directory: Path, manifest: Manifest, *, variant: str | None = None,
-                      backend: str | None = None, max_length: int | None = None, threads: int | None = None,
-                      streams: int | None = None, providers: Sequence[str] | None = None,
-                      auto_min_cosine: float = AUTO_MIN_COSINE, verify: str = "size", latency_copy: bool = False,
+    def from_manifest(cls, directory: Path, manifest: Manifest, options: LoadOptions = LoadOptions(), *,
                       compile: Compile = compile_graph) -> "Embedder":
         """Build an Embedder from an in-memory manifest (the exporter validates variants this way)."""
-        check_optional_str("variant", variant)
-        check_optional_str("backend", backend)
-        check_bool("latency_copy", latency_copy)
-        if verify not in VERIFY_MODES:
-            raise InvalidArgumentError("verify", verify, " or ".join(repr(m) for m in VERIFY_MODES))
-        wants_cuda = "auto" in (variant, backend)
-        chosen = select(manifest, variant=variant, backend=backend, installed=installed_backends(),
-                        int8_path=int8_path(), cuda=wants_cuda and cuda_available(), min_cosine=auto_min_cosine)
+        if not isinstance(options, LoadOptions):
+            raise InvalidTypeError("options", options, "a LoadOptions")
+        wants_cuda = "auto" in (options.variant, options.backend)
+        chosen = select(manifest, variant=options.variant, backend=options.backend, installed=installed_backends(),
+                        int8_path=int8_path(), cuda=wants_cuda and cuda_available(),
+                        min_cosine=options.auto_min_cosine)
         if chosen.variant.fidelity is not None and not chosen.variant.fidelity.passed:
             warnings.warn(
                 f"variant {chosen.variant.name} was kept with --allow-low-fidelity: cosine min "
                 f"{chosen.variant.fidelity.cosine_min:.4f} < threshold {chosen.variant.fidelity.threshold}",
-                stacklevel=3)
-        loaded = open_model(Path(directory), manifest, chosen.variant, chosen.backend, compile=compile,
-                            max_length=max_length, threads=threads, streams=streams,
-                            providers=tuple(providers) if providers else chosen.providers, verify=verify,
-                            latency_copy=latency_copy)
-        return cls(loaded, chosen.reason)
+                stacklevel=_caller_outside_runtime())
+        # the providers asked for, else the ones the selection chose (CUDA's for auto on a GPU)
+        opened = replace(options, providers=options.providers or chosen.providers)
+        return cls(open_model(Path(directory), manifest, chosen.variant, chosen.backend, opened, compile=compile),
+                   chosen.reason)
 
     @property
     def dimension(self) -> int:
@@ -226,53 +220,73 @@ class Embedder:
                   else f"single texts on {each} too, one copy of the weights")
         return f"{streams} batches at a time for several texts on {each} each, {single}"
 
+    def check(self, options: EncodeOptions) -> EncodePlan:
+        """`options` checked against this model, once: encode_with, tokenize_with, embed_with and postprocess_with
+        take the plan and check nothing again."""
+        return plan_encode(options, self.manifest, max_length=self._tokenizer.max_length,
+                           on_untrained_dim=self._warn_dim)
+
     def tokenize(self, texts: str | Iterable[str], *, prompt_name: str | None = None, prompt: str | None = None,
                  truncate: bool = True) -> TokenizedTexts:
         """Tokenize texts with the prompt applied, as encode() does; pass the result to embed()."""
-        items = _as_texts(texts)
-        check_bool("truncate", truncate)
-        return self._tokenizer.tokenize(items, prefix=self._prefix(prompt_name, prompt), truncate=truncate)
+        return self.tokenize_with(texts, self.check(EncodeOptions(prompt_name=prompt_name, prompt=prompt,
+                                                                  truncate=truncate)))
 
-    def embed(self, tokens: TokenizedTexts, *, batch_size: int = 32, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-              normalize: bool | None = None, dim: int | None = None, precision: str = "float32",
-              ranges: np.ndarray | None = None, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def tokenize_with(self, texts: str | Iterable[str], options: EncodeOptions | EncodePlan) -> TokenizedTexts:
+        """tokenize() with the prompt and truncation of `options` (an EncodeOptions, or check()'s plan of one)."""
+        plan = self._plan(options)
+        return self._tokenizer.tokenize(_as_texts(texts), prefix=plan.prefix, truncate=plan.options.truncate)
+
+    def embed(self, tokens: TokenizedTexts, *, batch_size: int = defaults.BATCH_SIZE,
+              max_batch_tokens: int = defaults.MAX_BATCH_TOKENS, normalize: bool | None = None, dim: int | None = None,
+              precision: str = defaults.PRECISION, ranges: np.ndarray | None = None,
+              on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Embed tokenized texts: shape (len(tokens), dim) in `precision` (see encode), in their order.
         `on_batch(texts, tokens)` runs on the calling thread after each batch (for progress bars)."""
+        options = EncodeOptions(batch_size=batch_size, max_batch_tokens=max_batch_tokens, normalize=normalize,
+                                dim=dim, precision=precision, ranges=ranges)
+        return self.embed_with(tokens, self.check(options), on_batch=on_batch)
+
+    def embed_with(self, tokens: TokenizedTexts, options: EncodeOptions | EncodePlan, *,
+                   on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """embed() with the batching and output options of `options` (an EncodeOptions, or check()'s plan of
+        one); its prompt and truncation were the tokenizer's business."""
         if not isinstance(tokens, TokenizedTexts):
             raise InvalidTypeError("tokens", tokens, "the TokenizedTexts that Embedder.tokenize returns")
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("max_batch_tokens", max_batch_tokens)
-        self._check_postprocess(normalize, dim)
-        self._output_ranges(normalize, dim, precision, ranges)
         if on_batch is not None and not callable(on_batch):
             raise InvalidTypeError("on_batch", on_batch, "None or a function of (texts, tokens)")
-        vectors = self._run(list(tokens.encodings), batch_size, max_batch_tokens, on_batch)
+        plan = self._plan(options)
+        vectors = self._run(list(tokens.encodings), plan.options.batch_size, plan.options.max_batch_tokens, on_batch)
         self._count(len(tokens), tokens.token_count, tokens.truncated_count)
-        return self.postprocess(vectors, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
+        return self.postprocess_with(vectors, plan)
 
     def postprocess(self, vectors: np.ndarray, *, normalize: bool | None = None, dim: int | None = None,
-                    precision: str = "float32", ranges: np.ndarray | None = None) -> np.ndarray:
+                    precision: str = defaults.PRECISION, ranges: np.ndarray | None = None) -> np.ndarray:
         """What follows pooling: keep the first `dim` components (Matryoshka), then L2-normalize when `normalize`
         (None follows the model), then convert to `precision`. embed(..., normalize=False) followed by this gives
         embed's own result."""
-        self._check_postprocess(normalize, dim)
-        output_ranges = self._output_ranges(normalize, dim, precision, ranges)
-        vectors = truncate_dim(np.asarray(vectors, dtype=np.float32), dim)
-        if self.manifest.normalize if normalize is None else normalize:
+        options = EncodeOptions(normalize=normalize, dim=dim, precision=precision, ranges=ranges)
+        return self.postprocess_with(vectors, self.check(options))
+
+    def postprocess_with(self, vectors: np.ndarray, options: EncodeOptions | EncodePlan) -> np.ndarray:
+        """postprocess() with the dim, normalize, precision and ranges of `options` (an EncodeOptions, or check()'s
+        plan of one)."""
+        plan = self._plan(options)
+        vectors = truncate_dim(np.asarray(vectors, dtype=np.float32), plan.options.dim)
+        if plan.normalize:
             vectors = l2_normalize(vectors)
-        return quantize(vectors, precision, ranges=output_ranges)
+        return quantize(vectors, plan.options.precision, ranges=plan.ranges)
 
     def embedding_ranges(self, *, dim: int | None = None, normalize: bool | None = None) -> np.ndarray:
         """The fixed int8/uint8 ranges (2, dim) of this model's vectors at `dim` and `normalize` (None: the
         model's), as measured at export; MissingRangesError names the ones the export has."""
-        self._check_postprocess(normalize, dim)
-        return manifest_ranges(self.manifest, "int8", dim or self.dimension,
-                               self.manifest.normalize if normalize is None else normalize)
+        plan = self.check(EncodeOptions(dim=dim, normalize=normalize))
+        return manifest_ranges(self.manifest, "int8", plan.dimension, plan.normalize)
 
-    def encode(self, texts: str | Iterable[str], *, batch_size: int = 32, prompt_name: str | None = None,
-               prompt: str | None = None, normalize: bool | None = None, dim: int | None = None,
-               truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
-               chunk_overlap: int | None = None, precision: str = "float32",
+    def encode(self, texts: str | Iterable[str], *, batch_size: int = defaults.BATCH_SIZE,
+               prompt_name: str | None = None, prompt: str | None = None, normalize: bool | None = None,
+               dim: int | None = None, truncate: bool = True, max_batch_tokens: int = defaults.MAX_BATCH_TOKENS,
+               chunking: bool = False, chunk_overlap: int | None = None, precision: str = defaults.PRECISION,
                ranges: np.ndarray | None = None) -> np.ndarray:
         """Embed texts: shape (n, dim) in `precision` (float32 by default), or (dim,) for a single string.
 
@@ -285,24 +299,27 @@ class Embedder:
         `chunk_overlap` tokens (default max_length // 8), pooled together (see pooling.combine_windows).
         `precision`: "float32", or sentence-transformers' compact codes (runtime/precision.py): "int8"/"uint8"
         (dim bytes, per-component ranges fixed per model: the export's, or `ranges` (2, dim)), "binary"/"ubinary"
-        (dim / 8 bytes of packed sign bits).
+        (dim / 8 bytes of packed sign bits). `encode_with(texts, EncodeOptions(...))` takes the same options as
+        one value.
         """
-        single = isinstance(texts, str)
-        check_bool("chunking", chunking)
-        if not chunking:
-            tokens = self.tokenize(texts, prompt_name=prompt_name, prompt=prompt, truncate=truncate)
-            vectors = self.embed(tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                                 normalize=normalize, dim=dim, precision=precision, ranges=ranges)
-        else:
-            vectors = self._encode_chunked(texts, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt,
-                                           normalize=normalize, dim=dim, truncate=truncate,
-                                           max_batch_tokens=max_batch_tokens, chunk_overlap=chunk_overlap,
-                                           precision=precision, ranges=ranges)
-        return vectors[0] if single else vectors
+        options = EncodeOptions(batch_size=batch_size, prompt_name=prompt_name, prompt=prompt, normalize=normalize,
+                                dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens, chunking=chunking,
+                                chunk_overlap=chunk_overlap, precision=precision, ranges=ranges)
+        return self.encode_with(texts, self.check(options))
 
-    def encode_query(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
-                     dim: int | None = None, truncate: bool = True, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                     chunking: bool = False, chunk_overlap: int | None = None, precision: str = "float32",
+    def encode_with(self, texts: str | Iterable[str], options: EncodeOptions | EncodePlan) -> np.ndarray:
+        """encode() with its options as one value: an EncodeOptions, or the plan check() made of one."""
+        plan = self._plan(options)
+        if plan.options.chunking:
+            vectors = self._encode_chunked(texts, plan)
+        else:
+            vectors = self.embed_with(self.tokenize_with(texts, plan), plan)
+        return vectors[0] if isinstance(texts, str) else vectors
+
+    def encode_query(self, texts: str | Iterable[str], *, batch_size: int = defaults.BATCH_SIZE,
+                     normalize: bool | None = None, dim: int | None = None, truncate: bool = True,
+                     max_batch_tokens: int = defaults.MAX_BATCH_TOKENS, chunking: bool = False,
+                     chunk_overlap: int | None = None, precision: str = defaults.PRECISION,
                      ranges: np.ndarray | None = None) -> np.ndarray:
         """encode() with the manifest's "query" prompt, when it has one."""
         name = "query" if "query" in self.manifest.prompts else None
@@ -310,10 +327,10 @@ class Embedder:
                            normalize=normalize, dim=dim, truncate=truncate, max_batch_tokens=max_batch_tokens,
                            chunking=chunking, chunk_overlap=chunk_overlap, precision=precision, ranges=ranges)
 
-    def encode_document(self, texts: str | Iterable[str], *, batch_size: int = 32, normalize: bool | None = None,
-                        dim: int | None = None, truncate: bool = True,
-                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, chunking: bool = False,
-                        chunk_overlap: int | None = None, precision: str = "float32",
+    def encode_document(self, texts: str | Iterable[str], *, batch_size: int = defaults.BATCH_SIZE,
+                        normalize: bool | None = None, dim: int | None = None, truncate: bool = True,
+                        max_batch_tokens: int = defaults.MAX_BATCH_TOKENS, chunking: bool = False,
+                        chunk_overlap: int | None = None, precision: str = defaults.PRECISION,
                         ranges: np.ndarray | None = None) -> np.ndarray:
         """encode() with the first of the "document", "passage", "corpus" prompts the manifest has."""
         name = next((n for n in DOCUMENT_PROMPT_NAMES if n in self.manifest.prompts), None)
@@ -325,33 +342,21 @@ class Embedder:
         """Pairwise scores (len(a), len(b)) with the model's similarity function (cosine by default)."""
         return similarity_matrix(a, b, self.manifest.similarity_fn_name)
 
-    def _encode_chunked(self, texts: str | Iterable[str], *, batch_size: int, prompt_name: str | None,
-                        prompt: str | None, normalize: bool | None, dim: int | None, truncate: bool,
-                        max_batch_tokens: int, chunk_overlap: int | None, precision: str,
-                        ranges: np.ndarray | None) -> np.ndarray:
+    def _encode_chunked(self, texts: str | Iterable[str], plan: EncodePlan) -> np.ndarray:
         items = _as_texts(texts)
-        check_bool("truncate", truncate)
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("max_batch_tokens", max_batch_tokens)
-        self._check_postprocess(normalize, dim)
-        self._output_ranges(normalize, dim, precision, ranges)
-        overlap = self.max_length // CHUNK_OVERLAP_FRACTION if chunk_overlap is None else check_int_range(
-            "chunk_overlap", chunk_overlap, 0, self.max_length // 2, "at most half of max_length")
-        prefix = self._prefix(prompt_name, prompt)
-        items = [prefix + text for text in items] if prefix else items
+        items = [plan.prefix + text for text in items] if plan.prefix else items
         for index, text in enumerate(items):
             check_unicode(f"texts[{index}]", text)
         if not items:
-            return self.postprocess(np.zeros((0, self.dimension), np.float32), normalize=normalize, dim=dim,
-                                    precision=precision, ranges=ranges)
-        windows = self._tokenizer.encode_windows(items, overlap)
+            return self.postprocess_with(np.zeros((0, self.dimension), np.float32), plan)
+        windows = self._tokenizer.encode_windows(items, plan.chunk_overlap)
         encodings = [window for text_windows in windows for window in text_windows]
         owners = np.repeat(np.arange(len(items)), [len(text_windows) for text_windows in windows])
         lengths = np.asarray([len(e) for e in encodings], np.float32)
-        vectors = self._run(encodings, batch_size, max_batch_tokens)
+        vectors = self._run(encodings, plan.options.batch_size, plan.options.max_batch_tokens)
         self._count(len(items), int(lengths.sum()), 0)
         combined = combine_windows(vectors, owners, lengths, self.manifest.pooling, len(items))
-        return self.postprocess(combined, normalize=normalize, dim=dim, precision=precision, ranges=ranges)
+        return self.postprocess_with(combined, plan)
 
     def _run(self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int,
              on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -406,43 +411,28 @@ class Embedder:
         except ValueError as exc:
             raise ModelFileError(self._model_path, str(exc)) from None
 
-    def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
-        check_optional_str("prompt", prompt)
-        check_optional_str("prompt_name", prompt_name)
-        if prompt is not None:
-            return prompt
-        name = prompt_name if prompt_name is not None else self.manifest.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.manifest.prompts:
-            raise UnknownChoiceError("prompt name", name, self.manifest.prompts,
-                                     "prompts are set at export with --prompt NAME=TEXT")
-        return self.manifest.prompts[name]
-
-    def _output_ranges(self, normalize: bool | None, dim: int | None, precision: str,
-                       ranges: np.ndarray | None) -> np.ndarray | None:
-        """The int8/uint8 ranges `precision` will use (checked before any work), None for the others."""
-        if check_precision(precision) not in RANGED_PRECISIONS:
-            if ranges is not None:
-                raise InvalidArgumentError("ranges", "(an array)", f"None with precision={precision!r}",
-                                           "ranges apply to int8 and uint8 only")
-            return None
-        size = dim or self.dimension
-        if ranges is not None:
-            return check_ranges(ranges, size)
-        normalized = self.manifest.normalize if normalize is None else normalize
-        return manifest_ranges(self.manifest, precision, size, normalized)
-
-    def _check_postprocess(self, normalize: bool | None, dim: int | None) -> None:
-        check_bool("normalize", normalize, allow_none=True)
-        if dim is None:
-            return
-        trained = self.manifest.matryoshka_dims
-        check_int_range("dim", dim, 1, self.dimension, f"this model was trained for {trained}" if trained else "")
-        if dim not in trained and dim != self.dimension and not self._warned_dim:
+    def _warn_dim(self, dim: int) -> None:
+        if not self._warned_dim:
             self._warned_dim = True
-            warnings.warn(f"dim={dim} is not among the Matryoshka dims this export records ({trained or 'none'}); "
-                          "a model not trained for it loses more than a Matryoshka model would", stacklevel=4)
+            warnings.warn(f"dim={dim} is not among the Matryoshka dims this export records "
+                          f"({self.manifest.matryoshka_dims or 'none'}); a model not trained for it loses more than a "
+                          "Matryoshka model would", stacklevel=_caller_outside_runtime())
+
+    def _plan(self, options: EncodeOptions | EncodePlan) -> EncodePlan:
+        """A plan as it is (checked once already), or the plan of an EncodeOptions."""
+        if isinstance(options, EncodePlan):
+            return options
+        if not isinstance(options, EncodeOptions):
+            raise InvalidTypeError("options", options, "an EncodeOptions, or the EncodePlan Embedder.check made of one")
+        return self.check(options)
+
+
+def _caller_outside_runtime() -> int:
+    """The stacklevel, for a warning raised here, of the first caller outside runtime/, however deep the call."""
+    frame, level = inspect.currentframe(), 0
+    while frame is not None and Path(frame.f_code.co_filename).parent == _RUNTIME:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _threads(count: int) -> str:

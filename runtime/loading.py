@@ -10,10 +10,10 @@ from .backends import Backend, BackendOptions, Compile, check_graph
 from .cpu import int8_path
 from .errors import ChecksumError, InvalidArgumentError, ManifestError, ModelFileError, check_int_range
 from .manifest import MANIFEST_NAME, Manifest, Variant
+from .options import VERIFY_MODES, LoadOptions
 from .streams import Streams, resolve_streams
 from .tokenization import TextTokenizer
 
-VERIFY_MODES = ("size", "sha256", "none")
 _HASH_BLOCK = 1 << 20
 
 
@@ -76,33 +76,30 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_name: str, *, compile: Compile,
-               max_length: int | None, threads: int | None, streams: int | None,
-               providers: tuple[str, ...] | None, verify: str, latency_copy: bool = False) -> LoadedModel:
-    """Check and compile `variant` on `backend_name` for `streams` callers at once, each on its share of the
-    threads; with `latency_copy` and several streams, compile it a second time for one caller on all of them."""
-    verify_files(directory, variant, verify)
+def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_name: str, options: LoadOptions, *,
+               compile: Compile) -> LoadedModel:
+    """Check and compile `variant` on `backend_name` for `options.streams` callers at once, each on its share of
+    the threads; with `latency_copy` and several streams, compile it a second time for one caller on all of them."""
+    verify_files(directory, variant, options.verify)
     model_path = inside(directory, variant.file_for(int8_path().family), f"file of variant {variant.name}")
     tokenizer_path = inside(directory, manifest.tokenizer_file, "tokenizer_file")
-    if threads is not None:
-        check_int_range("threads", threads, 1, None, "leave it out to use the physical cores")
-    limit = manifest.max_length if max_length is None else check_int_range(
-        "max_length", max_length, 1, manifest.max_position_embeddings,
+    limit = manifest.max_length if options.max_length is None else check_int_range(
+        "max_length", options.max_length, 1, manifest.max_position_embeddings,
         "the model's position limit (max_position_embeddings) is the largest value")
     tokenizer = TextTokenizer(tokenizer_path, limit, manifest.pad_token_id)
     if not 0 <= manifest.pad_token_id < tokenizer.vocab_size:
         raise ManifestError(directory / MANIFEST_NAME, f"pad_token_id {manifest.pad_token_id} is not an id of the "
                                                        f"tokenizer (0 to {tokenizer.vocab_size - 1}); re-export the model")
-    on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
-    stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
-    options = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,
-                             providers=providers)
-    backend = compile(backend_name, model_path, variant.output, options)
+    on_cpu = all(name == "CPUExecutionProvider" for name in options.providers or ())
+    stream_count, total_threads = resolve_streams(options.streams, options.threads, on_cpu)
+    engine = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,
+                            providers=options.providers)
+    backend = compile(backend_name, model_path, variant.output, engine)
     latency = None
     try:
         check_graph(backend, model_path, manifest.hidden_size)
-        if latency_copy and stream_count > 1:
-            latency = compile(backend_name, model_path, variant.output, replace(options, streams=1))
+        if options.latency_copy and stream_count > 1:
+            latency = compile(backend_name, model_path, variant.output, replace(engine, streams=1))
     except BaseException:
         backend.close()
         raise

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from .backends import BACKENDS, backend_for_format, installed_backends
 from .cpu import INT8_PATHS, Int8Path, cpu_model
+from .defaults import AUTO_MIN_COSINE
 from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
 
-AUTO_MIN_COSINE = 0.99
 # (dtype, backend) by preference, per int8 family. Measured speed-ups over PyTorch (ModernBERT-base shape,
 # 2 threads; docs/speed.md): on VNNI hosts both q8s lead; on AVX2-only hosts the OpenVINO int8 IR runs no
 # faster than its float IRs, so ONNX Runtime's q8 and fp32 come first.

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .cpu import physical_cores
-from .errors import InvalidArgumentError, check_positive_int
+from .errors import InvalidArgumentError
 
 Item = TypeVar("Item")
 # Padded tokens per batch on a stream (fewer when max_batch_tokens / streams is smaller). Small batches keep
@@ -23,11 +23,11 @@ STREAM_BATCH_TOKENS = 512
 
 
 def resolve_streams(streams: int | None, threads: int | None, on_cpu: bool) -> tuple[int, int]:
-    """(streams, threads shared by them) for a load() call; `streams=None` picks 2 on a CPU with 2+ cores, else 1."""
+    """(streams, threads shared by them) for a load() call (LoadOptions checked both are at least 1);
+    `streams=None` picks 2 on a CPU with 2+ cores, else 1."""
     total = threads or physical_cores()
     if streams is None:
         return (2 if on_cpu and total >= 2 else 1), total
-    check_positive_int("streams", streams, "1 runs one batch at a time")
     if streams > total:
         raise InvalidArgumentError("streams", streams, f"at most the {total} threads (each stream needs one)",
                                    "pass fewer streams, or more threads")

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgembed import __version__
-from edgembed.runtime import Embedder, int8_path
+from edgembed.runtime import Embedder, EncodeOptions, int8_path
 from edgembed.runtime.memory import trim_heap
 
 from . import responses
@@ -138,8 +138,8 @@ class Routes:
     async def similarity(self, request: Request) -> Response:
         parsed = parse_similarity(await self._json(request), self.settings)
         # the vectors encode() gives, scored with the model's similarity function (cosine unless it says otherwise)
-        params = EmbedRequest([parsed.source, *parsed.sentences], False, parsed.truncate, parsed.prompt_name,
-                              normalize=None)
+        params = EmbedRequest([parsed.source, *parsed.sentences], False,
+                              EncodeOptions(prompt_name=parsed.prompt_name, truncate=parsed.truncate))
         result = await self._embed(request, params)
         return self._success(responses.dumps(self.service.similarity(result.vectors)), params, result)
 
@@ -173,7 +173,7 @@ class Routes:
 
     async def tokenize(self, request: Request) -> Response:
         parsed = parse_tokenize(await self._json(request), self.settings)
-        tokens = await self.service.tokenize(parsed.texts, prompt_name=parsed.prompt_name, truncate=True)
+        tokens = await self.service.tokenize(parsed.texts, EncodeOptions(prompt_name=parsed.prompt_name))
         name = parsed.prompt_name if parsed.prompt_name is not None else self.model.manifest.default_prompt_name
         prefix = self.model.prompts.get(name, "") if name else ""
         return Response(responses.tokens(list(tokens.encodings), [prefix + text for text in parsed.texts],

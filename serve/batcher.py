@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgembed.runtime import Embedder, TokenizedTexts
+from edgembed.runtime import Embedder, EncodePlan, TokenizedTexts
 
 from .errors import BACKEND, ApiError
 from .metrics import Metrics
@@ -39,9 +39,7 @@ class Embedded:
 @dataclass
 class _Entry:
     tokens: TokenizedTexts
-    normalize: bool | None
-    dim: int | None
-    precision: str
+    plan: EncodePlan  # the request's options, checked against the model: its rows are post-processed with them
     future: asyncio.Future
     queued_at: float
     longest: int
@@ -72,14 +70,13 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edgembed-batch")
         self._task = self._loop.create_task(self._run(), name="edgembed-batcher")
 
-    async def embed(self, tokens: TokenizedTexts, *, normalize: bool | None, dim: int | None,
-                    precision: str = "float32") -> Embedded:
-        """Queue a request's texts and wait for their vectors (post-processed with its normalize, dim and
-        precision)."""
+    async def embed(self, tokens: TokenizedTexts, plan: EncodePlan) -> Embedded:
+        """Queue a request's texts and wait for their vectors (post-processed with the normalize, dim and precision
+        of its `plan`, which Embedder.check made)."""
         if self._closing or self._task is None or self._task.done():
             raise ApiError("the server is shutting down", BACKEND, status=503)
         future = self._loop.create_future()
-        self._queue.append(_Entry(tokens, normalize, dim, precision, future, time.perf_counter(), max(tokens.lengths)))
+        self._queue.append(_Entry(tokens, plan, future, time.perf_counter(), max(tokens.lengths)))
         self._metrics.set("te_queue_size", len(self._queue))
         self._wakeup.set()
         return await future
@@ -194,11 +191,13 @@ class Batcher:
         for index, entry in enumerate(entries):
             bounds.append((start, start + len(entry.tokens)))
             start += len(entry.tokens)
-            groups.setdefault((entry.normalize, entry.dim, entry.precision), []).append(index)
+            options = entry.plan.options  # given ranges by identity: the server's are always None, the export's
+            groups.setdefault((entry.plan.normalize, options.dim, options.precision, id(options.ranges)),
+                              []).append(index)
         outputs: list[np.ndarray] = [None] * len(entries)  # type: ignore[list-item]
-        for (normalize, dim, precision), members in groups.items():
+        for members in groups.values():
             rows = np.concatenate([np.arange(*bounds[i]) for i in members])
-            done = self._model.postprocess(vectors[rows], normalize=normalize, dim=dim, precision=precision)
+            done = self._model.postprocess_with(vectors[rows], entries[members[0]].plan)
             offset = 0
             for i in members:
                 size = bounds[i][1] - bounds[i][0]

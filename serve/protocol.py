@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgembed.runtime import EncodeOptions
 from edgembed.runtime.errors import bounded_repr
 from edgembed.runtime.precision import PRECISIONS
 
@@ -18,15 +19,13 @@ ENCODING_FORMATS = ("float", "base64")
 
 @dataclass(frozen=True)
 class EmbedRequest:
-    """What every embedding route asks of the batcher."""
+    """What every embedding route asks of the service: the texts, and the options they are embedded with (its
+    prompt_name, truncate, normalize, dim and precision, the last an edgembed extension: sentence-transformers'
+    compact codes)."""
 
     texts: list[str]
     single: bool  # the client sent one string rather than a list
-    truncate: bool
-    prompt_name: str | None = None
-    normalize: bool | None = True
-    dim: int | None = None
-    precision: str = "float32"  # an edgembed extension: sentence-transformers' compact codes
+    options: EncodeOptions
 
 
 @dataclass(frozen=True)
@@ -64,17 +63,18 @@ def parse_openai(body: object, settings: ServeSettings, *, served_name: str, dim
     if precision != "float32" and encoding_format == "base64":
         raise ApiError(f"precision {precision!r} answers with integer codes, and OpenAI clients decode base64 as "
                        "float32; send encoding_format 'float' with it", param="encoding_format")
-    return EmbedRequest(texts, single, settings.auto_truncate, None, True, dim, precision), encoding_format
+    options = EncodeOptions(truncate=settings.auto_truncate, normalize=True, dim=dim, precision=precision)
+    return EmbedRequest(texts, single, options), encoding_format
 
 
 def parse_tei_embed(body: object, settings: ServeSettings, *, dimension: int) -> EmbedRequest:
     """POST /embed and POST /: TEI's EmbedRequest (normalize defaults to true, truncate to --auto-truncate)."""
     body = _object(body)
     texts, single = _texts(body.get("inputs"), "inputs", settings)
-    truncate = _truncation(body, settings)
-    normalize = _bool(body, "normalize", True)
-    return EmbedRequest(texts, single, truncate, _prompt_name(body), normalize,
-                        _dimensions(body.get("dimensions"), dimension), _precision(body))
+    options = EncodeOptions(prompt_name=_prompt_name(body), normalize=_bool(body, "normalize", True),
+                            truncate=_truncation(body, settings), dim=_dimensions(body.get("dimensions"), dimension),
+                            precision=_precision(body))
+    return EmbedRequest(texts, single, options)
 
 
 def parse_tokenize(body: object, settings: ServeSettings) -> TokenizeRequest:

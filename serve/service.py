@@ -9,7 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgembed.runtime import Embedder, InputTooLongError, MissingRangesError, TokenizedTexts, UsageError
+from edgembed.runtime import (
+    Embedder,
+    EncodeOptions,
+    EncodePlan,
+    InputTooLongError,
+    MissingRangesError,
+    TokenizedTexts,
+    UsageError,
+)
 
 from .batcher import Batcher
 from .errors import BACKEND, EMPTY, OVERLOADED, PAYLOAD_TOO_LARGE, TIMEOUT, TOKENIZER, UNAUTHORIZED, VALIDATION, \
@@ -69,14 +77,13 @@ class EmbeddingService:
             raise ApiError(f"Model is overloaded: {self.in_flight} requests in flight, the limit "
                            f"(--max-concurrent-requests) is {self.settings.max_concurrent_requests}; retry shortly",
                            OVERLOADED, headers={"Retry-After": "1"})
-        self._check_ranges(request)
+        plan = self._plan(request.options)
         self.start()
         self.in_flight += 1
         try:
-            tokens = await self.tokenize(request.texts, prompt_name=request.prompt_name, truncate=request.truncate)
+            tokens = await self.tokenize(request.texts, plan)
             tokenized = time.perf_counter()
-            embedded = await self.batcher.embed(tokens, normalize=request.normalize, dim=request.dim,
-                                                precision=request.precision)
+            embedded = await self.batcher.embed(tokens, plan)
         finally:
             self.in_flight -= 1
         result = Embedding(embedded.vectors, tokens, tokenized - started, embedded.queue_seconds,
@@ -84,10 +91,11 @@ class EmbeddingService:
         self._record_success(single, result)
         return result
 
-    async def tokenize(self, texts: list[str], *, prompt_name: str | None, truncate: bool) -> TokenizedTexts:
-        """The runtime's tokenization, inline for short requests, on a thread for long ones."""
+    async def tokenize(self, texts: list[str], options: EncodeOptions | EncodePlan) -> TokenizedTexts:
+        """The runtime's tokenization with the prompt and truncation of `options`, inline for short requests, on a
+        thread for long ones."""
         def run() -> TokenizedTexts:
-            return self.model.tokenize(texts, prompt_name=prompt_name, truncate=truncate)
+            return self.model.tokenize_with(texts, options)
 
         try:
             if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARACTERS:
@@ -120,18 +128,19 @@ class EmbeddingService:
         self.metrics.set("te_queue_size", self.batcher.queued)
         return self.metrics.render()
 
-    def _check_ranges(self, request: EmbedRequest) -> None:
-        """int8/uint8 codes need the export's ranges at this dim: a 422 before the request is queued."""
-        if request.precision not in ("int8", "uint8"):
-            return
+    def _plan(self, options: EncodeOptions) -> EncodePlan:
+        """The request's options checked against the model once, before it is queued: a 422 for what it cannot do
+        (int8/uint8 codes need the export's ranges at this dim; a prompt_name must be the model's)."""
         try:
-            self.model.embedding_ranges(dim=request.dim, normalize=request.normalize)
+            return self.model.check(options)
         except MissingRangesError:
-            size = request.dim or self.model.dimension
-            raise ApiError(f"precision {request.precision!r} needs the int8 ranges measured at export for {size} "
-                           f"dimensions (normalize={request.normalize}), and this export has none there; ask for "
+            size = options.dim or self.model.dimension
+            raise ApiError(f"precision {options.precision!r} needs the int8 ranges measured at export for {size} "
+                           f"dimensions (normalize={options.normalize}), and this export has none there; ask for "
                            "binary or float32, or serve an export made by this edgembed with that dimension in "
                            "its --matryoshka-dims", VALIDATION, param="precision", code="no_ranges") from None
+        except UsageError as exc:  # an unknown prompt_name
+            raise ApiError(str(exc), VALIDATION) from None
 
     def _record_success(self, method: str, result: Embedding) -> None:
         metrics = self.metrics

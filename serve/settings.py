@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgembed.runtime import defaults
 from edgembed.runtime.errors import InvalidArgumentError, check_positive_int
 
 DEFAULT_HOST = "127.0.0.1"  # an edge box's server is reached through a proxy or by local services
 DEFAULT_PORT = 8080
 MAX_CONCURRENT_REQUESTS = 512
-MAX_BATCH_TOKENS = 16384
+MAX_BATCH_TOKENS = defaults.MAX_BATCH_TOKENS  # the runtime's, which is TEI's too
 MAX_CLIENT_BATCH_SIZE = 32
 PAYLOAD_LIMIT = 2_000_000
 # A batch running longer than this makes /health answer 503: the engine is taken for hung.

@@ -16,10 +16,10 @@ from fast_model import build_fast_export, reference_vectors, training_lines
 pa = pytest.importorskip("pyarrow", reason="install the jobs extra: pip install -e '.[jobs]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from edgembed.jobs import embed_file  # noqa: E402
+from edgembed.jobs import JobOptions, embed_file  # noqa: E402
 from edgembed.jobs.errors import InputFileError, JobStateError  # noqa: E402
 from edgembed.jobs.inputs import input_spec, read_shard, scan  # noqa: E402
-from edgembed.runtime import Embedder  # noqa: E402
+from edgembed.runtime import Embedder, EncodeOptions, UnknownChoiceError  # noqa: E402
 
 EDGEMBED = [sys.executable, "-m", "edgembed"]
 
@@ -63,7 +63,7 @@ def run(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
 def test_text_file_matches_encode(model, texts, fast_export, tmp_path):
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    summary = embed_file(model, source, tmp_path / "vectors", shard_size=1000, progress=False)
+    summary = embed_file(model, source, tmp_path / "vectors", job=JobOptions(shard_size=1000), progress=False)
     ids, vectors = read_output(tmp_path / "vectors")
     assert ids == list(range(len(texts)))
     np.testing.assert_array_equal(vectors, encode_like_job(model, texts, 1000))
@@ -98,11 +98,11 @@ def test_chunks_split_a_shard_by_characters(model, texts, tmp_path, monkeypatch)
     def on_chunk(count: int, tokens: int) -> None:
         updates.append((count, tokens))
 
-    result = embedding.embed_texts(model, texts[:1000], embedding.EmbedSettings(), on_chunk)
+    result = embedding.embed_texts(model, texts[:1000], model.check(EncodeOptions()), on_chunk)
     np.testing.assert_array_equal(result.vectors, encode_like_job(model, texts[:1000], 1000))
     assert len(updates) > len(bounds)  # one per batch, not one per chunk
     assert sum(c for c, _ in updates) == 1000 and sum(t for _, t in updates) == result.tokens
-    embed_file(model, source, tmp_path / "vectors", shard_size=600, progress=False)
+    embed_file(model, source, tmp_path / "vectors", job=JobOptions(shard_size=600), progress=False)
     np.testing.assert_array_equal(read_output(tmp_path / "vectors")[1], encode_like_job(model, texts[:1000], 600))
 
 
@@ -126,8 +126,8 @@ def test_jsonl_ids_prompt_and_blank_lines(model, texts, tmp_path):
             handle.write(json.dumps({"doc": f"d{index}", "body": text}) + "\n")
             if index == 150:
                 handle.write("\n")  # a blank line is not a row
-    embed_file(model, source, tmp_path / "out", text_field="body", id_field="doc", prompt_name="document",
-               shard_size=128, progress=False)
+    embed_file(model, source, tmp_path / "out", encode=EncodeOptions(prompt_name="document"),
+               job=JobOptions(text_field="body", id_field="doc", shard_size=128), progress=False)
     ids, vectors = read_output(tmp_path / "out")
     assert ids == [f"d{index}" for index in range(300)]
     # lines 128-255 hold the blank line, so that shard has 127 texts
@@ -145,7 +145,7 @@ def test_csv_with_quoted_newlines_and_tsv(model, tmp_path):
             writer.writerow(["id", "text"])
             writer.writerows(rows)
         out = tmp_path / f"{name}.out"
-        embed_file(model, source, out, id_field="id", shard_size=4, progress=False)
+        embed_file(model, source, out, job=JobOptions(id_field="id", shard_size=4), progress=False)
         ids, vectors = read_output(out)
         assert ids == [row[0] for row in rows]
         np.testing.assert_array_equal(vectors, encode_like_job(model, [row[1] for row in rows], 4))
@@ -154,7 +154,8 @@ def test_csv_with_quoted_newlines_and_tsv(model, tmp_path):
 def test_parquet_input_across_row_groups(model, texts, tmp_path):
     table = pa.table({"key": pa.array(range(1000, 1000 + 700), pa.int32()), "text": texts[:700]})
     pq.write_table(table, tmp_path / "docs.parquet", row_group_size=97)
-    embed_file(model, tmp_path / "docs.parquet", tmp_path / "out", id_field="key", shard_size=250, progress=False)
+    embed_file(model, tmp_path / "docs.parquet", tmp_path / "out", job=JobOptions(id_field="key", shard_size=250),
+               progress=False)
     ids, vectors = read_output(tmp_path / "out")
     assert ids == list(range(1000, 1700))
     np.testing.assert_array_equal(vectors, encode_like_job(model, texts[:700], 250))
@@ -164,12 +165,12 @@ def test_npy_output(model, texts, tmp_path):
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(texts[:900]))
     target = tmp_path / "vectors.npy"
-    embed_file(model, source, target, shard_size=400, dim=16, progress=False)
+    embed_file(model, source, target, encode=EncodeOptions(dim=16), job=JobOptions(shard_size=400), progress=False)
     np.testing.assert_array_equal(np.load(target), encode_like_job(model, texts[:900], 400, dim=16))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "vectors.npy"]  # the shards are gone
     with pytest.raises(JobStateError, match="exists; pass --overwrite"):
-        embed_file(model, source, target, shard_size=400, progress=False)
-    embed_file(model, source, target, shard_size=400, overwrite=True, progress=False)
+        embed_file(model, source, target, job=JobOptions(shard_size=400), progress=False)
+    embed_file(model, source, target, job=JobOptions(shard_size=400, overwrite=True), progress=False)
     assert np.load(target).shape == (900, 32)
 
 
@@ -177,7 +178,7 @@ def test_chunking_passes_through(model, tmp_path):
     long_text = " ".join(training_lines(200)[:60])
     source = tmp_path / "long.txt"
     source.write_text(f"short one\n{long_text}\n")
-    summary = embed_file(model, source, tmp_path / "out", chunking=True, progress=False)
+    summary = embed_file(model, source, tmp_path / "out", encode=EncodeOptions(chunking=True), progress=False)
     np.testing.assert_array_equal(read_output(tmp_path / "out")[1],
                                   model.encode(["short one", long_text], chunking=True))
     assert summary.truncated == 0
@@ -198,7 +199,8 @@ def test_bad_rows_error_names_the_row(model, tmp_path):
 def test_bad_rows_skipped_are_listed(model, tmp_path):
     source = tmp_path / "bad.jsonl"
     source.write_text("\n".join(BAD_JSONL) + "\n")
-    summary = embed_file(model, source, tmp_path / "out", on_bad_row="skip", shard_size=3, progress=False)
+    summary = embed_file(model, source, tmp_path / "out", job=JobOptions(on_bad_row="skip", shard_size=3),
+                         progress=False)
     ids, vectors = read_output(tmp_path / "out")
     assert ids == [0, 6]
     np.testing.assert_array_equal(vectors, np.concatenate([model.encode(["good one"]), model.encode(["good two"])]))
@@ -218,33 +220,50 @@ def test_invalid_utf8_line_and_csv_field_count(model, tmp_path):
     with pytest.raises(InputFileError, match="record 1 .* has 1 fields, the header 2"):
         embed_file(model, short, tmp_path / "out2", progress=False)
     with pytest.raises(InputFileError, match="no column 'body'.*columns: id, text"):
-        embed_file(model, short, tmp_path / "out3", text_field="body", progress=False)
+        embed_file(model, short, tmp_path / "out3", job=JobOptions(text_field="body"), progress=False)
 
 
 def test_another_job_is_refused(model, texts, tmp_path):
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(texts[:500]) + "\n")
     out = tmp_path / "out"
-    embed_file(model, source, out, shard_size=200, progress=False)
-    again = embed_file(model, source, out, shard_size=200, progress=False)  # complete: nothing left to do
+    embed_file(model, source, out, job=JobOptions(shard_size=200), progress=False)
+    # complete: nothing left to do
+    again = embed_file(model, source, out, job=JobOptions(shard_size=200), progress=False)
     assert (again.resumed_shards, again.texts_this_run, again.texts) == (3, 0, 500)
     with pytest.raises(JobStateError, match="vectors dim was None, now 16.*--overwrite"):
-        embed_file(model, source, out, shard_size=200, dim=16, progress=False)
+        embed_file(model, source, out, encode=EncodeOptions(dim=16), job=JobOptions(shard_size=200), progress=False)
     with pytest.raises(JobStateError, match="shard_size was 200, now 100"):
-        embed_file(model, source, out, shard_size=100, progress=False)
+        embed_file(model, source, out, job=JobOptions(shard_size=100), progress=False)
     with pytest.raises(JobStateError, match="backend was 'onnxruntime', now 'openvino'.*--backend onnxruntime"):
         embed_file(Embedder.load(model.directory, variant="fp32", backend="openvino"), source, out,
-                   shard_size=200, progress=False)
+                   job=JobOptions(shard_size=200), progress=False)
     with open(source, "a") as handle:
         handle.write("one more line\n")
     with pytest.raises(JobStateError, match="input bytes was"):
-        embed_file(model, source, out, shard_size=200, progress=False)
-    summary = embed_file(model, source, out, shard_size=200, overwrite=True, progress=False)
+        embed_file(model, source, out, job=JobOptions(shard_size=200), progress=False)
+    summary = embed_file(model, source, out, job=JobOptions(shard_size=200, overwrite=True), progress=False)
     assert summary.texts == 501 and summary.resumed_shards == 0
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not ours")
     with pytest.raises(JobStateError, match="not this job's"):
-        embed_file(model, source, tmp_path / "mine", overwrite=True, progress=False)
+        embed_file(model, source, tmp_path / "mine", job=JobOptions(overwrite=True), progress=False)
+
+
+def test_options_are_checked_against_the_model_before_any_file(model, texts, tmp_path):
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts[:10]) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(UnknownChoiceError, match="unknown prompt name 'nope'"):
+        embed_file(model, source, out, encode=EncodeOptions(prompt_name="nope"), progress=False)
+    with pytest.raises(ValueError, match="dim=64 is not valid: expected an integer from 1 to 32"):
+        embed_file(model, source, out, encode=EncodeOptions(dim=64), progress=False)
+    with pytest.raises(ValueError, match="ranges=.*the export's fixed ranges"):
+        embed_file(model, source, out, encode=EncodeOptions(precision="int8", ranges=np.zeros((2, 32))),
+                   progress=False)
+    with pytest.raises(TypeError, match="encode is dict.*expected EncodeOptions"):
+        embed_file(model, source, out, encode={"dim": 16}, progress=False)
+    assert not out.exists()
 
 
 def test_progress_lines_in_a_log(fast_export, texts, tmp_path):
@@ -266,7 +285,7 @@ def test_progress_bar(model, texts, tmp_path):
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(texts) + "\n")
     stream = io.StringIO()
-    embed_file(model, source, tmp_path / "out", shard_size=500, progress="bar", stream=stream)
+    embed_file(model, source, tmp_path / "out", job=JobOptions(shard_size=500), progress="bar", stream=stream)
     last = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
     assert "2.50k/2.50k" in last and "texts/s" in last and "tokens/s" in last and "<00:00" in last, last
 
@@ -341,9 +360,3 @@ def test_base_install_needs_no_pyarrow_or_ray():
     assert any(d.startswith("pyarrow") for d in extras["jobs"]) and any(d.startswith("ray[data]")
                                                                           for d in extras["ray"])
     assert not any(d.startswith("torch") for d in extras["jobs"] + extras["ray"])
-
-
-def test_shard_size_default_in_step():
-    from edgembed.jobs import cli, job
-
-    assert cli.DEFAULT_SHARD_SIZE == job.DEFAULT_SHARD_SIZE

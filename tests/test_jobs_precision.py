@@ -13,9 +13,9 @@ from fast_model import training_lines
 pa = pytest.importorskip("pyarrow", reason="install the jobs extra: pip install -e '.[jobs]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from edgembed.jobs import embed_file  # noqa: E402
+from edgembed.jobs import JobOptions, embed_file  # noqa: E402
 from edgembed.jobs.errors import JobStateError  # noqa: E402
-from edgembed.runtime import Embedder, search  # noqa: E402
+from edgembed.runtime import Embedder, EncodeOptions, search  # noqa: E402
 from edgembed.runtime.errors import MissingRangesError, UnknownChoiceError  # noqa: E402
 from edgembed.runtime.precision import quantize  # noqa: E402
 
@@ -37,16 +37,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     return path, texts
 
 
-def float_run(model: Embedder, corpus, tmp_path: Path, **options) -> np.ndarray:
-    embed_file(model, corpus[0], tmp_path / "float", shard_size=500, progress=False, **options)
+def float_run(model: Embedder, corpus, tmp_path: Path, encode: EncodeOptions = EncodeOptions()) -> np.ndarray:
+    embed_file(model, corpus[0], tmp_path / "float", encode=encode, job=JobOptions(shard_size=500), progress=False)
     return np.asarray(pq.read_table(tmp_path / "float").column("embedding").to_pylist(), np.float32)
 
 
 @pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
 def test_parquet_codes_are_the_float_runs_vectors_quantized(model, corpus, tmp_path, precision):
     vectors = float_run(model, corpus, tmp_path)
-    summary = embed_file(model, corpus[0], tmp_path / "codes", shard_size=500, precision=precision,
-                         progress=False)
+    summary = embed_file(model, corpus[0], tmp_path / "codes", encode=EncodeOptions(precision=precision),
+                         job=JobOptions(shard_size=500), progress=False)
     table = pq.read_table(tmp_path / "codes")
     width = 32 if "int8" in precision else 4
     assert table.schema.field("embedding").type == pa.list_(COLUMN_TYPES[precision], width)
@@ -63,9 +63,10 @@ def test_parquet_codes_are_the_float_runs_vectors_quantized(model, corpus, tmp_p
 
 
 def test_npy_of_matryoshka_int8_codes(model, corpus, tmp_path):
-    vectors = float_run(model, corpus, tmp_path, dim=16)
+    vectors = float_run(model, corpus, tmp_path, EncodeOptions(dim=16))
     target = tmp_path / "codes.npy"
-    embed_file(model, corpus[0], target, shard_size=500, dim=16, precision="int8", progress=False)
+    embed_file(model, corpus[0], target, encode=EncodeOptions(dim=16, precision="int8"),
+               job=JobOptions(shard_size=500), progress=False)
     codes = np.load(target)
     assert codes.dtype == np.int8 and codes.shape == (len(corpus[1]), 16)
     np.testing.assert_array_equal(codes, quantize(vectors, "int8", ranges=model.embedding_ranges(dim=16)))
@@ -73,29 +74,33 @@ def test_npy_of_matryoshka_int8_codes(model, corpus, tmp_path):
 
 def test_binary_npy_is_packed_bytes(model, corpus, tmp_path):
     target = tmp_path / "bits.npy"
-    embed_file(model, corpus[0], target, shard_size=500, precision="ubinary", progress=False)
+    embed_file(model, corpus[0], target, encode=EncodeOptions(precision="ubinary"), job=JobOptions(shard_size=500),
+               progress=False)
     codes = np.load(target)
     assert codes.dtype == np.uint8 and codes.shape == (len(corpus[1]), 4)
 
 
 def test_another_precision_is_another_job(model, corpus, tmp_path):
-    embed_file(model, corpus[0], tmp_path / "out", shard_size=500, progress=False)
+    embed_file(model, corpus[0], tmp_path / "out", job=JobOptions(shard_size=500), progress=False)
     with pytest.raises(JobStateError, match="precision was 'float32', now 'int8'.*--overwrite"):
-        embed_file(model, corpus[0], tmp_path / "out", shard_size=500, precision="int8", progress=False)
+        embed_file(model, corpus[0], tmp_path / "out", encode=EncodeOptions(precision="int8"),
+                   job=JobOptions(shard_size=500), progress=False)
 
 
 def test_bad_precision_or_missing_ranges_fail_before_any_file(fast_export, model, corpus, tmp_path):
     listed = "unknown precision 'int4'; available: 'binary', 'float32', 'int8', 'ubinary', 'uint8'"
     with pytest.raises(UnknownChoiceError, match=listed):
-        embed_file(model, corpus[0], tmp_path / "a", precision="int4", progress=False)
+        embed_file(model, corpus[0], tmp_path / "a", encode=EncodeOptions(precision="int4"), progress=False)
     unranged = Embedder.load(fast_export, variant="fp32", backend="onnxruntime")
     with pytest.raises(MissingRangesError, match="precision='int8' needs fixed ranges.*records none"):
-        embed_file(unranged, corpus[0], tmp_path / "b", precision="int8", progress=False)
+        embed_file(unranged, corpus[0], tmp_path / "b", encode=EncodeOptions(precision="int8"), progress=False)
     with pytest.raises(MissingRangesError, match="dim=8.*add 8 to --matryoshka-dims"):
         with pytest.warns(UserWarning, match="dim=8 is not among the Matryoshka dims"):
-            embed_file(model, corpus[0], tmp_path / "c", precision="int8", dim=8, progress=False)
+            embed_file(model, corpus[0], tmp_path / "c", encode=EncodeOptions(precision="int8", dim=8),
+                       progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-    embed_file(unranged, corpus[0], tmp_path / "d", precision="binary", progress=False)  # bits need no ranges
+    # bits need no ranges
+    embed_file(unranged, corpus[0], tmp_path / "d", encode=EncodeOptions(precision="binary"), progress=False)
 
 
 def test_cli_writes_codes_that_search_reads(ranged_export, model, corpus, tmp_path):

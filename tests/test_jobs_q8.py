@@ -17,7 +17,7 @@ from edgembed.export.synthetic import real_sentences
 ray = pytest.importorskip("ray", reason="install the ray extra: pip install -e '.[ray]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from edgembed.jobs import embed_file  # noqa: E402
+from edgembed.jobs import JobOptions, RayOptions, embed_file  # noqa: E402
 from edgembed.runtime import Embedder  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -50,15 +50,16 @@ def vectors(directory: Path) -> np.ndarray:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_q8_on_ray_within_batch_tolerance(local_ray, tiny_export, corpus, tmp_path, backend, report):
     single = Embedder.load(tiny_export, variant="q8", backend=backend, threads=2)  # two streams
-    embed_file(single, corpus, tmp_path / "single", shard_size=500, progress=False)
+    embed_file(single, corpus, tmp_path / "single", job=JobOptions(shard_size=500), progress=False)
     driver = Embedder.load(tiny_export, variant="q8", backend=backend, threads=1)
-    embed_file(driver, corpus, tmp_path / "ray", shard_size=500, progress=False, ray=True, actors=2, cpus_per_actor=1)
+    embed_file(driver, corpus, tmp_path / "ray", job=JobOptions(shard_size=500),
+               ray=RayOptions(actors=2, cpus_per_actor=1), progress=False)
     a, b = vectors(tmp_path / "single"), vectors(tmp_path / "ray")
     sims = cosines(a, b)
     report(f"q8/{backend} Ray 2x1 CPU vs single box (2 streams), 3000 texts: cosine min {sims.min():.6f}, "
            f"identical rows {int((a == b).all(axis=1).sum())}")
     assert sims.min() >= Q8_BATCH_TOLERANCE
 
-    embed_file(Embedder.load(tiny_export, variant="q8", backend=backend, streams=1), corpus,
-               tmp_path / "single-1", shard_size=500, progress=False)
+    embed_file(Embedder.load(tiny_export, variant="q8", backend=backend, streams=1), corpus, tmp_path / "single-1",
+               job=JobOptions(shard_size=500), progress=False)
     assert pq.read_table(tmp_path / "single-1").equals(pq.read_table(tmp_path / "ray"))

@@ -16,9 +16,9 @@ from fast_model import build_fast_export, training_lines
 ray = pytest.importorskip("ray", reason="install the ray extra: pip install -e '.[ray]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from edgembed.jobs import embed_file  # noqa: E402
+from edgembed.jobs import JobOptions, RayOptions, embed_file  # noqa: E402
 from edgembed.jobs.errors import InputFileError  # noqa: E402
-from edgembed.runtime import Embedder  # noqa: E402
+from edgembed.runtime import Embedder, EncodeOptions, LoadOptions  # noqa: E402
 
 ACTOR_TITLE = "ray::MapWorker(ReadEdgembedShards->MapBatches(EmbedShards))"  # the read is fused into the actors
 
@@ -66,17 +66,19 @@ def actor_pids() -> set[int]:
     return pids
 
 
-def single_box(model_dir: Path, corpus: Path, out: Path, **options):
-    model = Embedder.load(model_dir, variant="fp32", backend=options.pop("backend", "onnxruntime"),
-                          threads=options.pop("threads", None), streams=options.pop("streams", None))
-    return embed_file(model, corpus, out, id_field="id", on_bad_row="skip", shard_size=1000, progress=False,
-                      **options)
+JOB = JobOptions(id_field="id", on_bad_row="skip", shard_size=1000)
 
 
-def on_ray(model_dir: Path, corpus: Path, out: Path, **options):
-    model = Embedder.load(model_dir, variant="fp32", backend=options.pop("backend", "onnxruntime"))
-    return embed_file(model, corpus, out, id_field="id", on_bad_row="skip", shard_size=1000, progress=False,
-                      ray=True, **options)
+def single_box(model_dir: Path, corpus: Path, out: Path, *, backend: str = "onnxruntime", threads: int | None = None,
+               streams: int | None = None, encode: EncodeOptions = EncodeOptions()):
+    model = Embedder.load(model_dir, variant="fp32", backend=backend, threads=threads, streams=streams)
+    return embed_file(model, corpus, out, encode=encode, job=JOB, progress=False)
+
+
+def on_ray(model_dir: Path, corpus: Path, out: Path, *, backend: str = "onnxruntime", ray: RayOptions = RayOptions(),
+           encode: EncodeOptions = EncodeOptions()):
+    model = Embedder.load(model_dir, variant="fp32", backend=backend)
+    return embed_file(model, corpus, out, encode=encode, job=JOB, ray=ray, progress=False)
 
 
 def assert_same_output(a: Path, b: Path) -> None:
@@ -92,7 +94,7 @@ def test_two_actors_equal_single_box_with_one_stream(local_ray, fast_export, cor
     """Two actors of one CPU (one thread, one stream each) against the single-box job on one stream: the same
     batches, so the same bits."""
     single = single_box(fast_export, corpus, tmp_path / "single", backend=backend, streams=1)
-    summary = on_ray(fast_export, corpus, tmp_path / "ray", backend=backend, actors=2, cpus_per_actor=1)
+    summary = on_ray(fast_export, corpus, tmp_path / "ray", backend=backend, ray=RayOptions(actors=2, cpus_per_actor=1))
     assert_same_output(tmp_path / "single", tmp_path / "ray")
     ids = pq.read_table(tmp_path / "ray").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 11_997
@@ -104,14 +106,15 @@ def test_two_actors_equal_single_box_with_one_stream(local_ray, fast_export, cor
 def test_one_actor_of_two_cpus_equals_the_default_single_box(local_ray, fast_export, corpus, tmp_path):
     """One actor of two CPUs runs two streams like the single-box default: the same bits again."""
     single_box(fast_export, corpus, tmp_path / "single", threads=2)
-    on_ray(fast_export, corpus, tmp_path / "ray", actors=1, cpus_per_actor=2)
+    on_ray(fast_export, corpus, tmp_path / "ray", ray=RayOptions(actors=1, cpus_per_actor=2))
     assert_same_output(tmp_path / "single", tmp_path / "ray")
 
 
 def test_codes_on_ray_equal_the_single_box(local_ray, fast_export, corpus, tmp_path):
     """precision travels with the job's settings: the actors write the single box's binary codes and metadata."""
-    single_box(fast_export, corpus, tmp_path / "single", threads=2, precision="binary")
-    on_ray(fast_export, corpus, tmp_path / "ray", actors=1, cpus_per_actor=2, precision="binary")
+    binary = EncodeOptions(precision="binary")
+    single_box(fast_export, corpus, tmp_path / "single", threads=2, encode=binary)
+    on_ray(fast_export, corpus, tmp_path / "ray", ray=RayOptions(actors=1, cpus_per_actor=2), encode=binary)
     assert_same_output(tmp_path / "single", tmp_path / "ray")
     column = pq.read_schema(tmp_path / "ray" / "part-000000.parquet").field("embedding").type
     assert (str(column.value_type), column.list_size) == ("int8", 4)
@@ -137,7 +140,7 @@ def test_ray_resumes_a_single_box_job(local_ray, fast_export, corpus, tmp_path):
     single_box(fast_export, corpus, tmp_path / "mixed", streams=1)
     for shard in (2, 7, 11):
         (tmp_path / "mixed" / f"part-{shard:06d}.parquet").unlink()
-    summary = on_ray(fast_export, corpus, tmp_path / "mixed", actors=2, cpus_per_actor=1)
+    summary = on_ray(fast_export, corpus, tmp_path / "mixed", ray=RayOptions(actors=2, cpus_per_actor=1))
     assert (summary.resumed_shards, summary.texts_this_run) == (9, 2999)  # shard 11 holds the null text
     assert_same_output(tmp_path / "single", tmp_path / "mixed")
 
@@ -145,7 +148,8 @@ def test_ray_resumes_a_single_box_job(local_ray, fast_export, corpus, tmp_path):
 def test_bad_row_error_comes_back_as_itself(local_ray, fast_export, corpus, tmp_path):
     model = Embedder.load(fast_export, variant="fp32", backend="onnxruntime")
     with pytest.raises(InputFileError, match="row 4321: line 4322 has no field 'text'"):
-        embed_file(model, corpus, tmp_path / "out", id_field="id", shard_size=1000, progress=False, ray=True)
+        embed_file(model, corpus, tmp_path / "out", job=JobOptions(id_field="id", shard_size=1000), ray=RayOptions(),
+                   progress=False)
 
 
 ROWS = 150_000
@@ -163,8 +167,9 @@ def test_killed_actor_is_retried(local_ray, fast_export, tmp_path):
 
     def job() -> None:
         try:
-            outcome["summary"] = embed_file(model, corpus, out, shard_size=1000, progress=False, ray=True,
-                                            actors=2, cpus_per_actor=1, streams=1)
+            outcome["summary"] = embed_file(model, corpus, out, load=LoadOptions(streams=1),
+                                            job=JobOptions(shard_size=1000),
+                                            ray=RayOptions(actors=2, cpus_per_actor=1), progress=False)
         except BaseException as exc:  # handed to the test thread
             outcome["error"] = exc
 
@@ -193,7 +198,7 @@ def test_killed_actor_is_retried(local_ray, fast_export, tmp_path):
     ids = pq.read_table(out).column("id").to_pylist()
     assert ids == list(range(ROWS))  # every row once, in order
     single_box_model = Embedder.load(fast_export, variant="fp32", backend="onnxruntime", streams=1)
-    embed_file(single_box_model, corpus, tmp_path / "single", shard_size=1000, progress=False)
+    embed_file(single_box_model, corpus, tmp_path / "single", job=JobOptions(shard_size=1000), progress=False)
     assert pq.read_table(out).equals(pq.read_table(tmp_path / "single"))
     assert outcome["summary"].texts == ROWS
 
@@ -204,6 +209,6 @@ def test_shipped_model(fast_export, corpus, tmp_path):
     if ray.is_initialized():
         ray.shutdown()
     single_box(fast_export, corpus, tmp_path / "single", streams=1)
-    on_ray(fast_export, corpus, tmp_path / "ray", actors=2, cpus_per_actor=1, ship_model=True)
+    on_ray(fast_export, corpus, tmp_path / "ray", ray=RayOptions(actors=2, cpus_per_actor=1, ship_model=True))
     assert not ray.is_initialized()  # the Ray it started is shut down
     assert_same_output(tmp_path / "single", tmp_path / "ray")

@@ -9,7 +9,7 @@ import pytest
 from fast_model import build_fast_export
 from serve_process import FailingEmbedder
 
-from edgembed.runtime import Embedder
+from edgembed.runtime import Embedder, EncodeOptions
 from edgembed.serve.batcher import Batcher
 from edgembed.serve.errors import ApiError
 from edgembed.serve.metrics import Metrics
@@ -43,7 +43,7 @@ def test_queued_requests_merge_within_the_padded_token_budget(model):
         batcher = Batcher(model, max_batch_tokens=budget, metrics=metrics, health_timeout=60)
         batcher.start()
         # all queued before the batcher first runs: it sees them together
-        results = await asyncio.gather(*(batcher.embed(t, normalize=n, dim=d)
+        results = await asyncio.gather(*(batcher.embed(t, model.check(EncodeOptions(normalize=n, dim=d)))
                                          for t, (_, n, d) in zip(tokens, requests)))
         await batcher.close()
         return results, metrics
@@ -66,7 +66,7 @@ def test_a_lone_request_runs_alone_at_once(model):
         metrics = Metrics(model.max_length)
         batcher = Batcher(model, max_batch_tokens=16384, metrics=metrics, health_timeout=60)
         batcher.start()
-        result = await batcher.embed(model.tokenize(["only me"]), normalize=None, dim=None)
+        result = await batcher.embed(model.tokenize(["only me"]), model.check(EncodeOptions()))
         await batcher.close()
         return result, metrics
 
@@ -88,7 +88,7 @@ def test_closed_loop_clients_settle_into_two_equal_cohorts(model):
 
         async def client(number: int) -> None:
             for _ in range(rounds):
-                await batcher.embed(texts[number], normalize=None, dim=None)
+                await batcher.embed(texts[number], model.check(EncodeOptions()))
 
         await asyncio.gather(*(client(number) for number in range(clients)))
         await batcher.close()
@@ -109,8 +109,8 @@ def test_an_engine_failure_is_424_for_its_batch_and_the_batcher_goes_on(model):
         batcher = Batcher(failing, max_batch_tokens=16384, metrics=metrics, health_timeout=60)
         batcher.start()
         with pytest.raises(ApiError) as caught:
-            await batcher.embed(failing.tokenize(["boom"]), normalize=None, dim=None)
-        after = await batcher.embed(failing.tokenize(["fine"]), normalize=None, dim=None)
+            await batcher.embed(failing.tokenize(["boom"]), failing.check(EncodeOptions()))
+        after = await batcher.embed(failing.tokenize(["fine"]), failing.check(EncodeOptions()))
         healthy = batcher.health()
         await batcher.close()
         return caught.value, after, healthy, metrics
@@ -126,10 +126,10 @@ def test_requests_whose_client_left_are_skipped(model):
         metrics = Metrics(model.max_length)
         batcher = Batcher(model, max_batch_tokens=16384, metrics=metrics, health_timeout=60)
         batcher.start()
-        gone = asyncio.ensure_future(batcher.embed(model.tokenize(["gone"]), normalize=None, dim=None))
+        gone = asyncio.ensure_future(batcher.embed(model.tokenize(["gone"]), model.check(EncodeOptions())))
         await asyncio.sleep(0)  # queued
         gone.cancel()
-        kept = await batcher.embed(model.tokenize(["kept"]), normalize=None, dim=None)
+        kept = await batcher.embed(model.tokenize(["kept"]), model.check(EncodeOptions()))
         await batcher.close()
         return kept, metrics
 
@@ -143,8 +143,8 @@ def test_close_answers_everything_queued(model):
     async def scenario():
         batcher = Batcher(model, max_batch_tokens=8, metrics=Metrics(model.max_length), health_timeout=60)
         batcher.start()
-        waiting = [asyncio.ensure_future(batcher.embed(model.tokenize([f"text {n}"]), normalize=None, dim=None))
-                   for n in range(5)]
+        plain = model.check(EncodeOptions())
+        waiting = [asyncio.ensure_future(batcher.embed(model.tokenize([f"text {n}"]), plain)) for n in range(5)]
         await asyncio.sleep(0)
         await batcher.close()
         return await asyncio.wait_for(asyncio.gather(*waiting), 10)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fast_model import build_fast_export
 
-from edgembed.runtime import Embedder
+from edgembed.runtime import Embedder, EncodeOptions
 from edgembed.serve.errors import OVERLOADED, VALIDATION, ApiError
 from edgembed.serve.protocol import EmbedRequest
 from edgembed.serve.service import EmbeddingService
@@ -39,7 +39,7 @@ def test_an_answer_is_encode_and_is_counted_with_its_timings(model):
     texts = ["first text", "a second, longer text for the batch"]
 
     async def work(service: EmbeddingService):
-        result = await service.embed(EmbedRequest(texts, False, True, None, normalize=True, dim=16))
+        result = await service.embed(EmbedRequest(texts, False, EncodeOptions(normalize=True, dim=16)))
         return result, service.render_metrics()
 
     result, metrics = _serve(model, work)
@@ -51,7 +51,7 @@ def test_an_answer_is_encode_and_is_counted_with_its_timings(model):
 
 def test_requests_past_the_concurrency_limit_are_refused_with_retry_after(model):
     async def work(service: EmbeddingService):
-        requests = [service.embed(EmbedRequest([f"text {n}"], True, True)) for n in range(3)]
+        requests = [service.embed(EmbedRequest([f"text {n}"], True, EncodeOptions(normalize=True))) for n in range(3)]
         return await asyncio.gather(*requests, return_exceptions=True), service.render_metrics()
 
     answers, metrics = _serve(model, work, max_concurrent_requests=1)
@@ -64,7 +64,8 @@ def test_requests_past_the_concurrency_limit_are_refused_with_retry_after(model)
 def test_a_text_over_the_limit_without_truncation_names_its_index_and_size(model):
     async def work(service: EmbeddingService):
         with pytest.raises(ApiError) as refused:
-            await service.embed(EmbedRequest(["short", "word " * 500], False, False))
+            await service.embed(EmbedRequest(["short", "word " * 500], False,
+                                             EncodeOptions(truncate=False, normalize=True)))
         return refused.value
 
     error = _serve(model, work)
