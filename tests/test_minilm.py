@@ -15,8 +15,9 @@ from edgembed.runtime import Embedder
 # Minimum cosine to sentence-transformers on real text, per text.
 MINILM_MIN = {"fp32": 0.9999, "fp16": 0.999, "q8": 0.99}
 MINILM_MEAN = {"fp32": 0.99999, "fp16": 0.9999, "q8": 0.998}
-# The q8 fidelity goal, measured as `edgembed eval` does: 100 queries x 1000 documents of every domain of the
-# evaluation suite, against the fp32 variant on the same backend.
+# The q8 fidelity goal, checked as `edgembed eval` measures it (against the fp32 variant on the same backend, every
+# domain of the evaluation suite) on 30 queries x 300 documents per domain; benchmarks/fidelity.py measures
+# 100 x 1000.
 Q8_GOAL = {"cosine_mean": 0.998, "cosine_min": 0.99, "top10_overlap": 0.95}
 SCRIPT_TOP10 = {"russian": 0.90, "chinese": 0.90, "japanese": 0.90, "korean": 0.90, "arabic": 0.90, "persian": 0.90}
 
@@ -32,7 +33,8 @@ def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from edgembed.cli import main
 
     out = tmp_path_factory.mktemp("minilm") / "out"
-    assert main(["export", str(minilm_dir), "-o", str(out), "--quantize", "fp32", "fp16", "q8"]) == 0
+    assert main(["export", str(minilm_dir), "-o", str(out), "--quantize", "fp32", "fp16", "q8",
+                 "--eval-size", "0", "0"]) == 0  # the retrieval check is the export tests' (tiny_export)
     return out
 
 
@@ -91,7 +93,7 @@ def test_long_input_is_cut_at_max_seq_length(minilm_export, minilm_dir, sentence
 def suite():
     from edgembed.evaluation.domains import evaluation_suite
 
-    return evaluation_suite(100, 1000)
+    return evaluation_suite(30, 300)
 
 
 def q8_goal(domain: str) -> dict[str, float]:
