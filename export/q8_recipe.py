@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportDependencyError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL
 
 THRESHOLD = 0.5  # channels above THRESHOLD x p90 of the channel maxima are smoothed
 ALPHA = 0.7  # how much of the excess each smoothed channel loses
@@ -70,7 +72,7 @@ def _imports():
         import onnxruntime
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise ExportDependencyError(exc.name or "onnxruntime") from None
+        raise MissingDependencyError(exc.name or "onnxruntime", "export", install=EXPORT_INSTALL) from None
     return onnx, onnxruntime, QuantType, quantize_dynamic
 
 

@@ -14,13 +14,14 @@ from edgembed import __version__
 from edgembed.runtime.errors import (
     InvalidArgumentError,
     InvalidTypeError,
+    MissingDependencyError,
     check_bool,
     check_positive_int,
 )
 from edgembed.runtime.precision import CODE_DTYPES, RANGED_PRECISIONS, check_precision, code_width
 
 from .embedding import EmbedSettings
-from .errors import JobStateError, MissingExtraError
+from .errors import JobStateError
 from .progress import DEFAULT_LOG_SECONDS, MODES, Progress, choose_mode
 from .shard_work import BAD_ROW_POLICIES, check_bad_rows, finish_shard
 from .state import JobState, check_same_job, input_fingerprint, model_fingerprint, read_state, write_atomically
@@ -214,7 +215,7 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(module, extra) from None
+        raise MissingDependencyError(module, extra) from None
 
 
 def _load(model, **options):

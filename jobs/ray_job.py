@@ -14,10 +14,10 @@ import json
 import os
 from pathlib import Path
 
-from edgembed.runtime.errors import EdgembedError
+from edgembed.runtime.errors import EdgembedError, MissingDependencyError
 
 from .embedding import EmbedSettings
-from .errors import MissingExtraError, WorkerError
+from .errors import WorkerError
 from .inputs import InputPlan, InputSpec, ShardRows, read_range
 from .shard_work import check_bad_rows, finish_shard
 from .shards import ShardInfo
@@ -35,7 +35,7 @@ def run_on_ray(address: bool | str, *, spec: InputSpec, plan: InputPlan, pending
         import ray
         import ray.data
     except ImportError:
-        raise MissingExtraError("ray", "ray") from None
+        raise MissingDependencyError("ray", "ray") from None
     from edgembed.runtime.errors import check_positive_int
 
     if cpus_per_actor is not None:

@@ -7,7 +7,6 @@
 from .cpu import Int8Path, int8_path
 from .embedder import EncodeStats, Embedder
 from .errors import (
-    BackendUnavailableError,
     ChecksumError,
     ClosedError,
     EdgembedError,
@@ -15,6 +14,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidTypeError,
     ManifestError,
+    MissingDependencyError,
     MissingRangesError,
     ModelFileError,
     NoVariantError,
@@ -29,7 +29,6 @@ from .tokenization import TokenizedTexts
 
 __all__ = [
     "PRECISIONS",
-    "BackendUnavailableError",
     "ChecksumError",
     "ClosedError",
     "DimensionRanges",
@@ -45,6 +44,7 @@ __all__ = [
     "InvalidTypeError",
     "Manifest",
     "ManifestError",
+    "MissingDependencyError",
     "MissingRangesError",
     "ModelFileError",
     "NoVariantError",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .backends import BACKENDS, backend_for_format
 from .cpu import INT8_PATHS, Int8Path, cpu_model
-from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
+from .errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
 
 AUTO_MIN_COSINE = 0.99
@@ -154,7 +154,7 @@ def _nothing_installed(variant: str | None, backend: str | None, wanted: list[tu
     if not missing:
         return NoVariantError(f"no exported variant matches variant={variant!r}, backend={backend!r}")
     spec = BACKENDS[missing[0]]
-    return BackendUnavailableError(spec.name, spec.module, spec.extra)
+    return MissingDependencyError(spec.module, spec.extra)
 
 
 def _faithful(variant: Variant, min_cosine: float) -> bool:

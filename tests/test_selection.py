@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
-from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
+from edgembed.runtime.errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
 from edgembed.runtime.selection import select
 
@@ -115,5 +115,5 @@ def test_unknown_names_list_the_options(full):
 
 
 def test_missing_engine_names_its_extra(full):
-    with pytest.raises(BackendUnavailableError, match=r'pip install "edgembed\[openvino\]"'):
+    with pytest.raises(MissingDependencyError, match=r'pip install "edgembed\[openvino\]"'):
         select(full, variant="fp32", backend="openvino", installed=["onnxruntime"], int8_path=VNNI)
