@@ -33,7 +33,8 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
             raise ExportError(f"optimum could not export {type(model).__name__} to ONNX: {exc}") from exc
         written = Path(scratch) / "model.onnx"
         if not written.is_file():
-            raise ExportError(f"optimum wrote no model.onnx (it wrote {sorted(p.name for p in Path(scratch).iterdir())})")
+            written_names = sorted(p.name for p in Path(scratch).iterdir())
+            raise ExportError(f"optimum wrote no model.onnx (it wrote {written_names})")
         files = [destination]
         shutil.move(str(written), destination)
         data = Path(scratch) / "model.onnx_data"

@@ -381,10 +381,12 @@ def _probe_session(model, inputs: list[str], widths: dict[str, int], weights_dir
     known = {o.name for o in probe.graph.output}
     maxima = []
     for width in sorted(set(widths.values())):
-        probe.graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64), f"calibration_rows_{width}"))
+        probe.graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64),
+                                                               f"calibration_rows_{width}"))
     probe.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "calibration_axis_0"))
     for number, name in enumerate(inputs):
-        rows, absolute, found = f"calibration_{number}_rows", f"calibration_{number}_abs", f"calibration_{number}_absmax"
+        rows, absolute, found = (f"calibration_{number}_rows", f"calibration_{number}_abs",
+                                 f"calibration_{number}_absmax")
         reduce = (helper.make_node("ReduceMax", [absolute, "calibration_axis_0"], [found], keepdims=0) if opset >= 18
                   else helper.make_node("ReduceMax", [absolute], [found], axes=[0], keepdims=0))
         probe.graph.node.extend([helper.make_node("Reshape", [name, f"calibration_rows_{widths[name]}"], [rows]),

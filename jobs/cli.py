@@ -10,7 +10,7 @@ DEFAULT_LOG_SECONDS = 30.0
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # runtime.precision.PRECISIONS, checked by a test
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edgembed.runtime.commands import add_load_options
 
     parser = subparsers.add_parser(

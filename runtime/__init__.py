@@ -5,7 +5,7 @@
     vectors = model.encode_query(["how do I bake bread?"])
 """
 from .cpu import Int8Path, int8_path
-from .embedder import EncodeStats, Embedder
+from .embedder import Embedder, EncodeStats
 from .errors import (
     ChecksumError,
     ClosedError,

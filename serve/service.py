@@ -12,8 +12,17 @@ import numpy as np
 from edgembed.runtime import Embedder, InputTooLongError, MissingRangesError, TokenizedTexts, UsageError
 
 from .batcher import Batcher
-from .errors import BACKEND, EMPTY, OVERLOADED, PAYLOAD_TOO_LARGE, TIMEOUT, TOKENIZER, UNAUTHORIZED, VALIDATION, \
-    ApiError
+from .errors import (
+    BACKEND,
+    EMPTY,
+    OVERLOADED,
+    PAYLOAD_TOO_LARGE,
+    TIMEOUT,
+    TOKENIZER,
+    UNAUTHORIZED,
+    VALIDATION,
+    ApiError,
+)
 from .metrics import Metrics
 from .protocol import EmbedRequest
 from .settings import ServeSettings

@@ -149,7 +149,8 @@ def test_non_string_names_its_index(embedders):
 
 
 def test_lone_surrogate_names_its_index(embedders):
-    with pytest.raises(ValueError, match=r"texts\[1\]=.* is not valid: expected valid Unicode text; surrogates not allowed"):
+    with pytest.raises(ValueError,
+                       match=r"texts\[1\]=.* is not valid: expected valid Unicode text; surrogates not allowed"):
         embedders["fp32", "onnxruntime"].encode(["fine", "bad \ud800 text"])
 
 
@@ -179,7 +180,8 @@ def test_too_long_without_truncation_names_index_and_count(embedders, parity_tex
 
 @pytest.mark.parametrize("dim", [0, 65, -1, 2.5])
 def test_bad_dim(embedders, dim):
-    with pytest.raises((ValueError, TypeError), match="dim.* expected an integer from 1 to 64; this model was trained for"):
+    with pytest.raises((ValueError, TypeError),
+                       match="dim.* expected an integer from 1 to 64; this model was trained for"):
         embedders["fp32", "onnxruntime"].encode(["x"], dim=dim)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import MissingDependencyError, NoVariantError, UnknownChoiceError
-from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
+from edgembed.runtime.manifest import Fidelity, FileEntry, Manifest, Speed, Variant
 from edgembed.runtime.selection import select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
