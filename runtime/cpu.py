@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import platform
 import subprocess
@@ -107,14 +108,12 @@ def physical_cores() -> int:
 
 def _numpy_cpu_features() -> dict[str, bool]:
     """numpy's CPUID features (a private attribute: {} if a numpy release drops it)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__  # numpy 2
-    except ImportError:
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1.x
         try:
-            from numpy.core._multiarray_umath import __cpu_features__  # numpy 1.x
-        except ImportError:
-            return {}
-    return dict(__cpu_features__)
+            return dict(importlib.import_module(name).__cpu_features__)
+        except (ImportError, AttributeError):
+            continue
+    return {}
 
 
 # Instruction sets both numpy (CPUID) and /proc/cpuinfo report, to check that the two describe the same CPU.

@@ -118,8 +118,9 @@ class InputTooLongError(EdgembedError, ValueError):
         if self.tokens > self.max_length:
             return (f"has more than max_length={self.max_length} tokens ({self.tokens} in its first "
                     f"{self.characters_read} characters)")
-        return (f"has {self.characters} characters, more than the {self.characters_read} that are read of one "
-                f"text (max_length={self.max_length} x {self.characters_read // self.max_length})")
+        read = self.characters_read or 0  # set whenever the count is not exact
+        return (f"has {self.characters} characters, more than the {read} that are read of one "
+                f"text (max_length={self.max_length} x {read // self.max_length})")
 
 
 class MissingRangesError(UsageError, ValueError):
