@@ -4,7 +4,8 @@
 
 Every command runs as a child process; the process tree's resident memory (the child's RSS plus the memory
 only its descendants hold) is sampled every SAMPLE_SECONDS, and the kernel's own high-water mark of the
-largest process (ru_maxrss, what /usr/bin/time reports) is read when it ends; the peak is the larger of the two. Each progress line of the export is timestamped, so the peak and the
+largest process (ru_maxrss, what /usr/bin/time reports) is read when it ends; the peak is the larger of the two.
+Each progress line of the export is timestamped, so the peak and the
 memory at the start and end of every step land in the results (the per-step profile of docs/export.md).
 """
 from __future__ import annotations
@@ -205,19 +206,22 @@ def markdown(results: dict) -> str:
              f"Git {results['git']}. Command: `{results['command']}`"
              + (f" with PYTHONPATH={results['python_path']}" if results.get("python_path") else "") + ".",
              *([results["note"]] if results.get("note") else []), "",
-             "| model | run | wall | peak RSS (tree) | vs peer | other load | exit |", "|---|---|---:|---:|---:|---:|---|"]
+             "| model | run | wall | peak RSS (tree) | vs peer | other load | exit |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for model, runs in results["models"].items():
         peer = runs.get("peer", {}).get("peak_rss_mb")
         for run, entry in runs.items():
             ratio = f"{entry['peak_rss_mb'] / peer:.2f}x" if peer else "-"
             minutes, seconds = divmod(entry["wall_seconds"], 60)
-            lines.append(f"| {model} | {run} | {minutes:.0f} min {seconds:.0f} s | {entry['peak_rss_mb'] / 1024:.2f} GB "
+            lines.append(f"| {model} | {run} | {minutes:.0f} min {seconds:.0f} s "
+                         f"| {entry['peak_rss_mb'] / 1024:.2f} GB "
                          f"| {ratio} | {entry['other_load_cores']} | {entry['exit_codes']} |")
     lines += ["", "Commands:", ""]
     for model, runs in results["models"].items():
         for run, entry in runs.items():
             lines += [f"- {model} {run}: " + " && ".join(f"`{c}`" for c in entry["commands"])]
-    lines += ["", "## Steps", "", "| model | run | step | seconds | RSS at start | peak RSS |", "|---|---|---|---:|---:|---:|"]
+    lines += ["", "## Steps", "", "| model | run | step | seconds | RSS at start | peak RSS |",
+              "|---|---|---|---:|---:|---:|"]
     for model, runs in results["models"].items():
         for run, entry in runs.items():
             for part in entry["parts"]:
@@ -225,7 +229,8 @@ def markdown(results: dict) -> str:
                     lines.append(f"| {model} | {run} | {step['name']} | {step['seconds']:.0f} | "
                                  f"{step['rss_at_start_mb'] / 1024:.2f} GB | {step['peak_rss_mb'] / 1024:.2f} GB |")
     lines += ["", "## Fidelity (cosine to PyTorch on the validation texts; retrieval check when run)", "",
-              "| model | run | variant | cos min | cos mean | retrieval cos min | top-10 |", "|---|---|---|---:|---:|---:|---:|"]
+              "| model | run | variant | cos min | cos mean | retrieval cos min | top-10 |",
+              "|---|---|---|---:|---:|---:|---:|"]
     for model, runs in results["models"].items():
         for run, entry in runs.items():
             for variant, figures in entry["variants"].items():

@@ -87,7 +87,7 @@ def run_server(name: str, export: Path, log_dir: Path) -> dict:
             break
         except (OSError, AssertionError):
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}") from None
             time.sleep(0.2)
     hostile.warm_up(target)
     hostile.rss_mb = tree_rss_mb  # the scenarios measure the whole tree

@@ -64,7 +64,7 @@ class Connection:
         self._writer: asyncio.StreamWriter | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "Connection":
+    async def open(cls, host: str, port: int) -> Connection:
         connection = cls(host, port)
         await connection._connect()
         return connection

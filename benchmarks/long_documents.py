@@ -42,8 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def document(tokenizer_file: Path, length: int) -> str:
     """Real prose with more than `length` tokens; every engine truncates it to exactly `length`."""
-    from tokenizers import Tokenizer
     from texts import prose_paragraphs
+    from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     tokenizer.no_truncation()

@@ -5,7 +5,8 @@
 
 Every (variant, backend) pair of each export that this machine can run is measured in a fresh process: RSS after
 the import, after `Embedder.load`, after the first query, after a batch of 64 passages, after 1,000 mixed calls,
-after the 64 passages as one batch (one run of 8,192 tokens with streams=1) and after `close()`; in the same process the query latency, the batch's texts/s and the mixed calls' time.
+after the 64 passages as one batch (one run of 8,192 tokens with streams=1) and after `close()`; in the same
+process the query latency, the batch's texts/s and the mixed calls' time.
 `--baseline SRC` measures another source tree of edgembed (a checkout of main) the same way, interleaved with
 this one, so "before" and "after" come from one run on one machine.
 """

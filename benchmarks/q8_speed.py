@@ -30,10 +30,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    from fidelity import isa
+
     from edgembed.evaluation.domains import evaluation_suite
     from edgembed.evaluation.evaluate import documents_per_second
     from edgembed.runtime import Embedder
-    from fidelity import isa
 
     exports = dict(item.split("=", 1) for item in args.exports)
     documents = evaluation_suite(100, 1000).speed_documents(args.documents)

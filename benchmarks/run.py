@@ -44,7 +44,8 @@ def log(message: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="for every engine (default: all cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="for every engine (default: all cores)")
     parser.add_argument("--engines", nargs="+", metavar="PATTERN",
                         help="only engines matching these names or globs, e.g. 'edgembed-ort-*' st-torch "
                              "(the pytorch reference always runs)")
@@ -191,7 +192,7 @@ def run_engine(spec: EngineSpec, texts: TextSet, settings: Settings, workloads: 
             entry["cosine_on"] = workload
             break
     entry["other_load_cores"] = load.cores()
-    del engine
+    engine = None  # the model goes before the next engine loads (the steps' closures share this name)
     gc.collect()
     return entry
 

@@ -46,7 +46,8 @@ def in_process(export_dir: Path, threads: int, queries: list[str], requests: int
         model.encode([queries[(call * CLIENTS + i) % len(queries)] for i in range(CLIENTS)])
     seconds, after = time.perf_counter() - start, os.times()
     cpu = (after.user + after.system) - (before.user + before.system)
-    return {"texts_per_s": calls * CLIENTS / seconds, "cores": cpu / seconds, "cpu_us_per_text": 1e6 * cpu / (calls * CLIENTS)}
+    return {"texts_per_s": calls * CLIENTS / seconds, "cores": cpu / seconds,
+            "cpu_us_per_text": 1e6 * cpu / (calls * CLIENTS)}
 
 
 def measure(export_dir: Path, threads: int, requests: int, logs: Path) -> dict:

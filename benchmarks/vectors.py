@@ -295,7 +295,8 @@ def binary_768_target(size: int, repeats: int, threads: int) -> list[dict]:
     for count in sorted({1, threads}):
         rows.append({"rows": size, "dim": 768, "method": f"edgembed ubinary 768 bits, {count} thread(s)",
                      "bytes_per_vector": 96, "ms_per_query": median_ms(
-                         lambda i: search(queries[i], bits, k=K, precision="ubinary", threads=count), repeats)})
+                         lambda i, count=count: search(queries[i], bits, k=K, precision="ubinary", threads=count),
+                         repeats)})
         print(f"  {size:>9,} x 768b {rows[-1]['method']:55} {rows[-1]['ms_per_query']:9.2f} ms", file=sys.stderr)
     if faiss is not None:
         index = faiss.IndexBinaryFlat(768)

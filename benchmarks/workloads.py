@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from engines import Engine, EngineSpec
 
 WORKLOADS = ("query", "batch", "corpus", "cold")

@@ -14,7 +14,7 @@ from edgembed.runtime.errors import InvalidArgumentError, UsageError
 OUTPUT_FORMATS = ("json", "jsonl", "summary")
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_embed(subparsers)
     _add_verify(subparsers)
 

@@ -13,7 +13,7 @@ from .domains import DEFAULT_DOCUMENTS, DEFAULT_QUERIES, DOMAIN_NAMES
 from .evaluate import SPEED_DOCUMENTS, SPEED_PASSES
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "eval", help="measure every variant: cosine and top-10 overlap against fp32, speed, size",
         description="Evaluate every variant of OUT on every installed backend against its fp32 variant and "

@@ -101,7 +101,7 @@ class _Paragraphs(html.parser.HTMLParser):
             self._parts.append(data)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def handbook_pages(language: str) -> tuple[tuple[str, ...], ...]:
     """The paragraphs of each page of the handbook's `language` translation (e.g. ru-RU), pages in file order."""
     root = HANDBOOK.root()
@@ -115,7 +115,7 @@ def handbook_pages(language: str) -> tuple[tuple[str, ...], ...]:
     return tuple(pages)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def coreutils_messages(language: str) -> tuple[str, ...]:
     """coreutils' translated messages in `language` (e.g. ko), one line of help text each, option names removed."""
     root = COREUTILS.root()

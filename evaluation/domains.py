@@ -221,13 +221,13 @@ def find_domain(name: str) -> Domain:
     raise UnknownChoiceError("domain", name, DOMAIN_NAMES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_texts(name: str) -> DomainTexts:
     domain = find_domain(name)
     return domain.build() if domain.available() else DomainTexts([], [], [])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def domain_texts(name: str) -> DomainTexts:
     """One domain's calibration and evaluation texts (empty when its source is not installed). An evaluation text
     sharing a sentence (of 30 characters or more) with any domain's calibration text is left out."""

@@ -157,7 +157,8 @@ def installed_pairs(directory: Path) -> list[tuple[str, str]]:
 def markdown_table(results: list[Evaluation]) -> str:
     """The figures as a Markdown table (the worst domain's), speed as a ratio to fp32 on the same backend."""
     fp32 = {r.backend: r.texts_per_second for r in results if r.variant == "fp32"}
-    lines = ["| variant | backend | cos mean | cos min | cos p1 | top-10 overlap | worst domain | texts/s | vs fp32 | MB |",
+    lines = ["| variant | backend | cos mean | cos min | cos p1 | top-10 overlap | worst domain | texts/s | vs fp32 "
+             "| MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         f = r.fidelity

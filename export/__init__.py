@@ -2,9 +2,11 @@
 
 Needs the `export` extra (torch, transformers, optimum-onnx, onnx, openvino, nncf).
 """
-from .errors import ExportDependencyError, ExportError, FidelityError, UnsupportedModelError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import ExportError, FidelityError, UnsupportedModelError
 from .pipeline import ExportRequest, run_export
 from .variants import DEFAULT_MIN_COSINE, DTYPES, FORMATS, RECIPES, Recipe
 
-__all__ = ["DEFAULT_MIN_COSINE", "DTYPES", "FORMATS", "RECIPES", "ExportDependencyError", "ExportError",
-           "ExportRequest", "FidelityError", "Recipe", "UnsupportedModelError", "run_export"]
+__all__ = ["DEFAULT_MIN_COSINE", "DTYPES", "FORMATS", "RECIPES", "ExportError", "ExportRequest", "FidelityError",
+           "MissingDependencyError", "Recipe", "UnsupportedModelError", "run_export"]

@@ -11,12 +11,13 @@ from edgembed.runtime.errors import InvalidArgumentError
 from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX and OpenVINO, validated against PyTorch",
         description="Export MODEL (a hub id or a local directory) to ONNX and OpenVINO variants, check each one "
                     "against the PyTorch reference, and write OUT/manifest.json.")
-    parser.add_argument("model", metavar="MODEL", help="hub id (e.g. nomic-ai/modernbert-embed-base) or local directory")
+    parser.add_argument("model", metavar="MODEL",
+                        help="hub id (e.g. nomic-ai/modernbert-embed-base) or local directory")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="directory to create")
     parser.add_argument("--quantize", nargs="+", default=["fp32"], metavar="DTYPE",
                         help=f"variants to write: {' '.join(DTYPES)} (default: fp32)")
@@ -42,7 +43,8 @@ def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--calibration-field", default="text", metavar="NAME",
                         help="the JSONL field holding the text (default: text)")
     parser.add_argument("--q4-block-size", type=int, default=DEFAULT_Q4_BLOCK_SIZE, metavar="N",
-                        help=f"weights per quantization block in the ONNX q4 variant (default: {DEFAULT_Q4_BLOCK_SIZE})")
+                        help="weights per quantization block in the ONNX q4 variant "
+                             f"(default: {DEFAULT_Q4_BLOCK_SIZE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),
                         help="retrieval check of every variant on each domain of the built-in suite (default: "
@@ -70,8 +72,9 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import ExportRequest, run_export
     from edgembed.evaluation.text_files import read_texts
+
+    from .pipeline import ExportRequest, run_export
 
     thresholds = {}
     for name, value in _pairs(args.min_cosine, "--min-cosine").items():
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
-        q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0], eval_documents=args.eval_size[1],
+        q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0],
+        eval_documents=args.eval_size[1],
         verbose=args.verbose,
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))

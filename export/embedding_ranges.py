@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from edgembed.evaluation.domains import calibration_texts
-from edgembed.runtime import DimensionRanges, EmbeddingRanges, Embedder, Manifest, Variant, embedding_ranges
+from edgembed.runtime import DimensionRanges, Embedder, EmbeddingRanges, Manifest, Variant, embedding_ranges
 
 from .variants import Recipe
 
@@ -23,8 +23,9 @@ USER_SOURCE = "texts given with --calibration-data"
 def measure_ranges(embedder: Embedder, texts: Sequence[str], *, variant: str, source: str = BUILT_IN_SOURCE,
                    dims: Sequence[int] = ()) -> EmbeddingRanges:
     """Per-component min/max of `texts`' embeddings, widened by RANGE_MARGIN, at the full size and every dim of
-    `dims`, with the model's own normalization; `variant` names the exported variant `embedder` runs (e.g. onnx/fp32). The texts are
-    embedded as documents and, when the model has a query prompt, as queries too, so the ranges hold both."""
+    `dims`, with the model's own normalization; `variant` names the exported variant `embedder` runs (e.g.
+    onnx/fp32). The texts are embedded as documents and, when the model has a query prompt, as queries too, so
+    the ranges hold both."""
     encoders = {"document": embedder.encode_document}
     if "query" in embedder.manifest.prompts:
         encoders["query"] = embedder.encode_query

@@ -3,20 +3,13 @@ from __future__ import annotations
 
 from edgembed.runtime.errors import EdgembedError
 
-# Install line for the exporter's dependencies; torch pinned to the CPU build (a bare "torch" pulls CUDA wheels).
+# The install line a missing exporter dependency names (MissingDependencyError's `install`): torch pinned to the
+# CPU build, since a bare "torch" pulls CUDA wheels.
 EXPORT_INSTALL = 'pip install torch==2.13.0 "edgembed[export]"'
 
 
 class ExportError(EdgembedError):
     """The exporter could not produce a variant."""
-
-
-class ExportDependencyError(ExportError, ImportError):
-    """A package the exporter needs is missing."""
-
-    def __init__(self, module: str) -> None:
-        super().__init__(f"the exporter needs the {module!r} package, which is not installed; "
-                         f"install it with: {EXPORT_INSTALL}")
 
 
 class UnsupportedModelError(ExportError):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ExportDependencyError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL
 
 
 def _rotary_nodes(graph) -> list[str]:  # onnx.GraphProto
@@ -56,7 +58,7 @@ def convert_fp16(fp32: Path, destination: Path) -> list[Path]:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as exc:
-        raise ExportDependencyError(exc.name or "onnxruntime") from None
+        raise MissingDependencyError(exc.name or "onnxruntime", "export", install=EXPORT_INSTALL) from None
     model = onnx.load(str(fp32))
     wrapper = OnnxModel(model)
     fused = [node.name for node in model.graph.node if node.op_type in ("MultiHeadAttention", "RotaryEmbedding")]

@@ -5,14 +5,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import ExportDependencyError, ExportError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL, ExportError
 
 
 def _import_onnx():
     try:
         import onnx
     except ImportError:
-        raise ExportDependencyError("onnx") from None
+        raise MissingDependencyError("onnx", "export", install=EXPORT_INSTALL) from None
     return onnx
 
 
@@ -21,7 +23,7 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
     try:
         from optimum.exporters.onnx import onnx_export_from_model
     except ImportError:
-        raise ExportDependencyError("optimum-onnx") from None
+        raise MissingDependencyError("optimum-onnx", "export", install=EXPORT_INSTALL) from None
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgembed-onnx-") as scratch:
         try:
@@ -31,7 +33,8 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
             raise ExportError(f"optimum could not export {type(model).__name__} to ONNX: {exc}") from exc
         written = Path(scratch) / "model.onnx"
         if not written.is_file():
-            raise ExportError(f"optimum wrote no model.onnx (it wrote {sorted(p.name for p in Path(scratch).iterdir())})")
+            written_names = sorted(p.name for p in Path(scratch).iterdir())
+            raise ExportError(f"optimum wrote no model.onnx (it wrote {written_names})")
         files = [destination]
         shutil.move(str(written), destination)
         data = Path(scratch) / "model.onnx_data"
@@ -47,7 +50,7 @@ def quantize_q4(fp32: Path, destination: Path, block_size: int) -> list[Path]:
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as exc:  # it also needs onnx-ir
-        raise ExportDependencyError(exc.name or "onnxruntime") from None
+        raise MissingDependencyError(exc.name or "onnxruntime", "export", install=EXPORT_INSTALL) from None
     quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=4, block_size=block_size, is_symmetric=True,
                                      op_types_to_quantize=("MatMul",))
     quantizer.process()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportDependencyError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL
 
 # Activation group of the CPU plugin's dynamic quantization for the q8 IR, stored in the IR's
 # rt_info/runtime_options so that whoever loads the file gets it (128 measured fastest: docs/q8-recipe.md).
@@ -21,7 +23,7 @@ def _import_openvino():
     try:
         import openvino as ov
     except ImportError:
-        raise ExportDependencyError("openvino") from None
+        raise MissingDependencyError("openvino", "export", install=EXPORT_INSTALL) from None
     return ov
 
 
@@ -29,7 +31,7 @@ def _import_nncf():
     try:
         import nncf
     except ImportError:
-        raise ExportDependencyError("nncf") from None
+        raise MissingDependencyError("nncf", "export", install=EXPORT_INSTALL) from None
     logging.getLogger("nncf").setLevel(logging.WARNING)  # its per-layer tables drown the export's progress
     return nncf
 

@@ -10,8 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgembed.evaluation.domains import (EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES, calibration_texts,
-                                         describe_calibration, evaluation_suite)
+from edgembed.evaluation.domains import (
+    EXPORT_CHECK_DOCUMENTS,
+    EXPORT_CHECK_QUERIES,
+    calibration_texts,
+    describe_calibration,
+    evaluation_suite,
+)
 from edgembed.evaluation.evaluate import encode_suite, suite_fidelity
 from edgembed.runtime.backends import build_feeds
 from edgembed.runtime.errors import InvalidArgumentError, UnknownChoiceError

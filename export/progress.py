@@ -100,7 +100,8 @@ class Steps:
     def finish(self) -> None:
         if self.number:
             cpu = _cpu_seconds() - self.cpu_started
-            self.progress(f"      done in {time.perf_counter() - self.started:.1f} s (CPU {cpu:.0f} s; {memory_summary()})")
+            seconds = time.perf_counter() - self.started
+            self.progress(f"      done in {seconds:.1f} s (CPU {cpu:.0f} s; {memory_summary()})")
 
     def _beat(self) -> None:
         while not self.stopped.wait(1.0):

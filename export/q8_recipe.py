@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportDependencyError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL
 
 THRESHOLD = 0.5  # channels above THRESHOLD x p90 of the channel maxima are smoothed
 ALPHA = 0.7  # how much of the excess each smoothed channel loses
@@ -70,7 +72,7 @@ def _imports():
         import onnxruntime
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise ExportDependencyError(exc.name or "onnxruntime") from None
+        raise MissingDependencyError(exc.name or "onnxruntime", "export", install=EXPORT_INSTALL) from None
     return onnx, onnxruntime, QuantType, quantize_dynamic
 
 
@@ -379,10 +381,12 @@ def _probe_session(model, inputs: list[str], widths: dict[str, int], weights_dir
     known = {o.name for o in probe.graph.output}
     maxima = []
     for width in sorted(set(widths.values())):
-        probe.graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64), f"calibration_rows_{width}"))
+        probe.graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64),
+                                                               f"calibration_rows_{width}"))
     probe.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "calibration_axis_0"))
     for number, name in enumerate(inputs):
-        rows, absolute, found = f"calibration_{number}_rows", f"calibration_{number}_abs", f"calibration_{number}_absmax"
+        rows, absolute, found = (f"calibration_{number}_rows", f"calibration_{number}_abs",
+                                 f"calibration_{number}_absmax")
         reduce = (helper.make_node("ReduceMax", [absolute, "calibration_axis_0"], [found], keepdims=0) if opset >= 18
                   else helper.make_node("ReduceMax", [absolute], [found], axes=[0], keepdims=0))
         probe.graph.node.extend([helper.make_node("Reshape", [name, f"calibration_rows_{widths[name]}"], [rows]),

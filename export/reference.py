@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from edgembed.runtime.batching import plan_batches
+from edgembed.runtime.errors import MissingDependencyError
 
-from .errors import ExportDependencyError
+from .errors import EXPORT_INSTALL
 
 # Padded tokens per PyTorch batch, over texts sorted by length; at most BATCH_SIZE texts per batch.
 BATCH_TOKENS = 8192
@@ -75,9 +76,9 @@ def _import_torch():
     try:
         import torch
     except ImportError:
-        raise ExportDependencyError("torch") from None
+        raise MissingDependencyError("torch", "export", install=EXPORT_INSTALL) from None
     try:
         import transformers
     except ImportError:
-        raise ExportDependencyError("transformers") from None
+        raise MissingDependencyError("transformers", "export", install=EXPORT_INSTALL) from None
     return torch, transformers

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportDependencyError, ExportError, UnsupportedModelError
+from edgembed.runtime.errors import MissingDependencyError
+
+from .errors import EXPORT_INSTALL, ExportError, UnsupportedModelError
 
 # sentence-transformers files copied next to the exported graphs when the source has them.
 ST_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "1_Pooling/config.json")
@@ -70,7 +72,7 @@ def _download(repo_id: str, revision: str | None, allow_pickle: bool) -> tuple[P
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ExportDependencyError("huggingface_hub") from None
+        raise MissingDependencyError("huggingface_hub", "export", install=EXPORT_INSTALL) from None
     patterns = _DOWNLOAD_PATTERNS + (["*.bin"] if allow_pickle else [])
     try:
         path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))

@@ -13,7 +13,7 @@ from .progress import DEFAULT_LOG_SECONDS
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # runtime.precision.PRECISIONS, checked by a test
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edgembed.commands import add_load_options
 
     parser = subparsers.add_parser(

@@ -12,13 +12,5 @@ class JobStateError(EdgembedError):
     """The output holds a job whose model, options or input differ from this run's (or foreign files)."""
 
 
-class MissingExtraError(EdgembedError, ImportError):
-    """A package of the `jobs` or `ray` extra is not installed."""
-
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(f"this needs the {module!r} package, which is not installed; "
-                         f'install it with: pip install "edgembed[{extra}]"')
-
-
 class WorkerError(EdgembedError):
     """A Ray worker failed, or the shards it wrote do not cover the input exactly once."""

@@ -12,11 +12,11 @@ from typing import TextIO
 
 from edgembed import __version__
 from edgembed.runtime import ClosedError, EncodeOptions, EncodePlan, LoadOptions
-from edgembed.runtime.errors import InvalidArgumentError, InvalidTypeError
+from edgembed.runtime.errors import InvalidArgumentError, InvalidTypeError, MissingDependencyError
 from edgembed.runtime.precision import CODE_DTYPES, code_width
 
 from .embedding import vector_options
-from .errors import JobStateError, MissingExtraError
+from .errors import JobStateError
 from .options import JobOptions, RayOptions
 from .progress import DEFAULT_LOG_SECONDS, MODES, Progress, choose_mode
 from .shard_work import check_bad_rows, finish_shard
@@ -207,7 +207,7 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(module, extra) from None
+        raise MissingDependencyError(module, extra) from None
 
 
 def _load(model, options: LoadOptions):

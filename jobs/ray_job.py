@@ -1,31 +1,29 @@
-"""The job's shards on Ray Data: read tasks read one shard each, an actor pool embeds and writes them.
+"""The job's shards on Ray Data, through its public API: one row per pending shard, an actor pool that reads,
+embeds and writes each shard it is given.
 
-Each read task yields one block holding one whole shard (its good rows and its bad rows); `map_batches` with
-`batch_size=None` hands each block to an actor as it is, so an actor embeds exactly the shard the single-box
-job would, in the same chunks, and writes the same `part-NNNNNN.parquet` (temporary file, then rename). A
-shard is written under a name that depends only on its number, so when Ray retries the work of a killed
-actor, the retry replaces the file with the same rows: nothing is lost or doubled. The driver checks that
-every pending shard came back once.
+`ray.data.from_items` makes one block of each shard's descriptor (its number, where it starts, its rows);
+`map_batches(EmbedShards, batch_size=1, compute=ActorPoolStrategy(size=actors))` hands the actors one
+descriptor per call. The actor reads the shard with the single-box job's readers, embeds it in the same
+chunks and writes the same `part-NNNNNN.parquet` (temporary file, then rename). A shard is written under a
+name that depends only on its number, so when Ray retries the work of a killed actor, the retry replaces the
+file with the same rows: nothing is lost or doubled. The driver checks that every pending shard came back once.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from edgembed.runtime import EncodeOptions, LoadOptions
-from edgembed.runtime.errors import EdgembedError
+from edgembed.runtime.errors import EdgembedError, MissingDependencyError
 
-from .errors import MissingExtraError, WorkerError
-from .inputs import InputPlan, InputSpec, ShardRows, read_range
+from .errors import WorkerError
+from .inputs import InputPlan, InputSpec, read_range
 from .options import RayOptions
 from .shard_work import check_bad_rows, finish_shard
 from .shards import ShardInfo
-
-# Rows of an empty shard (every line blank) travel as one placeholder row with this row number.
-_NO_ROWS = -1
 
 
 def run_on_ray(options: RayOptions, *, spec: InputSpec, plan: InputPlan, pending: list[int], shard_size: int,
@@ -37,7 +35,7 @@ def run_on_ray(options: RayOptions, *, spec: InputSpec, plan: InputPlan, pending
         import ray
         import ray.data
     except ImportError:
-        raise MissingExtraError("ray", "ray") from None
+        raise MissingDependencyError("ray", "ray") from None
     started = not ray.is_initialized()
     if started:
         # Ray uploads a local working_dir only for a whole job (ray.init), not for one operator's actors
@@ -48,27 +46,24 @@ def run_on_ray(options: RayOptions, *, spec: InputSpec, plan: InputPlan, pending
         pool = options.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the job's own progress counts shards as they come back
+        context.raise_original_map_exception = True  # an actor's EdgembedError comes back itself, not wrapped
         _quiet_ray_data()
-        # one block per read task, whatever its size: an actor gets whole shards, never a slice of one
-        context.target_max_block_size = None
-        source = ShardDatasource(spec, plan, pending, shard_size, on_bad_row)
-        # same CPUs as the actors: Ray fuses the read into the actor pool (no extra worker processes)
-        dataset = ray.data.read_datasource(source, override_num_blocks=len(pending), num_cpus=cpus_per_actor)
+        # one block per shard, so that the pool spreads the shards over its actors
+        shards = ray.data.from_items(_descriptors(plan, pending, shard_size), override_num_blocks=len(pending))
         actor_load = replace(load, variant=embedder.variant, backend=embedder.backend, max_length=embedder.max_length,
                              threads=cpus_per_actor)
         actor_options = {"model_dir": None if options.ship_model else str(Path(embedder.directory).resolve()),
                          "load": actor_load, "encode": encode, "id_type": plan.id_type, "metadata": metadata,
                          "directory": str(directory.resolve())}
-        # batch_size=None: each block (one whole shard) is one call; the actors' threads are their CPUs
-        results = dataset.map_batches(EmbedShards, batch_size=None, batch_format="pyarrow",
-                                      compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cpus_per_actor,
-                                      fn_constructor_kwargs=actor_options)
+        # the actors' threads are their CPUs; the reading options go to every call
+        results = shards.map_batches(EmbedShards, batch_size=1, batch_format="pyarrow",
+                                     compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cpus_per_actor,
+                                     fn_constructor_kwargs=actor_options,
+                                     fn_kwargs={"spec": spec, "on_bad_row": on_bad_row})
         infos: dict[int, ShardInfo] = {}
         for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for entry in batch.to_pylist():
-                info = ShardInfo(entry["shard"], entry["first_row"], entry["end_row"], entry["texts"],
-                                 entry["tokens"], entry["truncated"],
-                                 tuple((row, reason) for row, reason in json.loads(entry["skipped"])))
+            for row in batch.to_pylist():
+                info = _shard_info(row)
                 if info.shard in infos:
                     raise WorkerError(f"shard {info.shard} came back twice from the Ray workers")
                 infos[info.shard] = info
@@ -89,15 +84,21 @@ def run_on_ray(options: RayOptions, *, spec: InputSpec, plan: InputPlan, pending
 
 
 def _quiet_ray_data() -> None:
-    """Ray Data's INFO lines (execution plan, start, finish) stay in its log file, not on the job's stderr."""
+    """Ray Data's INFO lines (execution plan, start, finish) and its note that progress bars are off stay in its
+    log file, not on the job's stderr."""
     import logging
 
-    from ray.util.debug import log_once
-
-    log_once("ray_data_progress_manager_disabled")  # its note that bars are off: the job has its own
     for handler in logging.getLogger("ray.data").handlers:
-        if "File" not in type(handler).__name__:  # the console handler; the session log file keeps everything
+        # the console handler; the session log file keeps everything
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(max(handler.level, logging.WARNING))
+            handler.addFilter(_not_the_progress_bar_note)
+
+
+def _not_the_progress_bar_note(record) -> bool:
+    """False for Ray Data's warning that its bars are off: the job turned them off and shows its own (if Ray
+    rewords it, the note is shown, nothing else changes)."""
+    return not record.getMessage().startswith("Progress bars disabled")
 
 
 def _edgembed_error_inside(exc: BaseException) -> EdgembedError | None:
@@ -125,58 +126,10 @@ def _shipped_model(embedder) -> dict[str, object]:
     return {"working_dir": str(Path(embedder.directory).resolve()), "excludes": [f"/{path}" for path in drop]}
 
 
-def _datasource_base():
-    from ray.data import Datasource
-
-    return Datasource
-
-
-class ShardDatasource(_datasource_base()):
-    """A Ray Data source whose read tasks each read one shard of the job's input (with edgembed's readers,
-    so row numbers, ids and bad rows are exactly the single-box job's)."""
-
-    def __init__(self, spec: InputSpec, plan: InputPlan, shards: list[int], shard_size: int,
-                 on_bad_row: str) -> None:
-        super().__init__()
-        self._spec = spec
-        self._tasks = [(shard, plan.offsets[shard], shard * shard_size, min((shard + 1) * shard_size, plan.rows))
-                       for shard in shards]
-        self._id_type = plan.id_type
-        self._on_bad_row = on_bad_row
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context=None) -> list:
-        from ray.data.block import BlockMetadata
-        from ray.data.datasource import ReadTask
-
-        return [ReadTask(functools.partial(_read_block, self._spec, self._id_type, self._on_bad_row, *task),
-                         BlockMetadata(num_rows=task[3] - task[2], size_bytes=None, input_files=[str(self._spec.path)],
-                                       exec_stats=None))
-                for task in self._tasks]
-
-    def get_name(self) -> str:
-        return "EdgembedShards"
-
-
-def _read_block(spec: InputSpec, id_type: str, on_bad_row: str, shard: int, offset: int, first: int, end: int):
-    import pyarrow as pa
-
-    rows = read_range(spec, id_type=id_type, offset=offset, first=first, end=end)
-    check_bad_rows(rows, on_bad_row, str(spec.path))
-    count = len(rows.rows) + len(rows.bad)
-    row_numbers = rows.rows + [row for row, _ in rows.bad] or [_NO_ROWS]
-    size = len(row_numbers)
-    ids = rows.ids + [None] * (size - len(rows.ids))
-    texts = rows.texts + [None] * (size - len(rows.texts))
-    problems = [None] * len(rows.rows) + [reason for _, reason in rows.bad] + [None] * (size - count)
-    yield pa.table({"shard": pa.array([shard] * size, pa.int64()), "first_row": pa.array([first] * size, pa.int64()),
-                    "end_row": pa.array([end] * size, pa.int64()), "count": pa.array([count] * size, pa.int64()),
-                    "row": pa.array(row_numbers, pa.int64()),
-                    "id": pa.array(ids, pa.int64() if id_type == "int64" else pa.string()),
-                    "text": pa.array(texts, pa.string()), "problem": pa.array(problems, pa.string())})
+def _descriptors(plan: InputPlan, pending: list[int], shard_size: int) -> list[dict[str, int]]:
+    """One row per shard to embed: its number, where it starts in INPUT and its rows (first, end excluded)."""
+    return [{"shard": shard, "offset": plan.offsets[shard], "first_row": shard * shard_size,
+             "end_row": min((shard + 1) * shard_size, plan.rows)} for shard in pending]
 
 
 class EmbedShards:
@@ -204,27 +157,24 @@ class EmbedShards:
         if model is not None:
             model.close()
 
-    def __call__(self, batch):
+    def __call__(self, batch, *, spec: InputSpec, on_bad_row: str):
+        """Read, embed and write each shard of `batch` (one descriptor a row); one summary row per shard."""
         import pyarrow as pa
 
-        columns = batch.to_pydict()
-        shards = set(columns["shard"])
-        if len(shards) != 1 or len(columns["row"]) != max(columns["count"][0], 1):
-            raise WorkerError(f"a batch held {len(columns['row'])} rows of shards {sorted(shards)}, not one whole "
-                              "shard; was DataContext.target_max_block_size changed?")
-        shard = columns["shard"][0]
-        rows = ShardRows(columns["first_row"][0], columns["end_row"][0])
-        for row, row_id, text, problem in zip(columns["row"], columns["id"], columns["text"], columns["problem"]):
-            if row == _NO_ROWS:
-                continue
-            if problem is None:
-                rows.rows.append(row)
-                rows.ids.append(row_id)
-                rows.texts.append(text)
-            else:
-                rows.bad.append((row, problem))
-        info = finish_shard(self._model, rows, shard=shard, encode_plan=self._encode_plan, id_type=self._id_type,
-                            metadata=self._metadata, directory=self._directory)
-        return pa.table({"shard": [info.shard], "first_row": [info.first_row], "end_row": [info.end_row],
-                         "texts": [info.texts], "tokens": [info.tokens], "truncated": [info.truncated],
-                         "skipped": [json.dumps([list(bad) for bad in info.skipped])], "pid": [os.getpid()]})
+        infos = []
+        for shard in batch.to_pylist():
+            rows = read_range(spec, id_type=self._id_type, offset=shard["offset"], first=shard["first_row"],
+                              end=shard["end_row"])
+            check_bad_rows(rows, on_bad_row, str(spec.path))
+            infos.append(finish_shard(self._model, rows, shard=shard["shard"], encode_plan=self._encode_plan,
+                                      id_type=self._id_type, metadata=self._metadata, directory=self._directory))
+        return pa.Table.from_pylist([_summary_row(info) for info in infos])
+
+
+def _summary_row(info: ShardInfo) -> dict[str, object]:
+    """A shard's info as one row of the actors' output (its skipped rows as JSON: a row number and a reason)."""
+    return {**dataclasses.asdict(info), "skipped": json.dumps([list(bad) for bad in info.skipped])}
+
+
+def _shard_info(row: dict) -> ShardInfo:
+    return ShardInfo(**{**row, "skipped": tuple((number, reason) for number, reason in json.loads(row["skipped"]))})

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .vectors_reader import VectorsReader
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "search", help="exact top-k search of a vectors file (embed-file's Parquet, or .npy) for queries",
         description="Embed each QUERY with the model in OUT (its query prompt) and print the K best rows of "

@@ -5,10 +5,9 @@
     vectors = model.encode_query(["how do I bake bread?"])
 """
 from .cpu import Int8Path, int8_path
-from .embedder import EncodeStats, Embedder
+from .embedder import Embedder, EncodeStats
 from .encode_plan import EncodePlan
 from .errors import (
-    BackendUnavailableError,
     ChecksumError,
     ClosedError,
     EdgembedError,
@@ -16,6 +15,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidTypeError,
     ManifestError,
+    MissingDependencyError,
     MissingRangesError,
     ModelFileError,
     NoVariantError,
@@ -34,7 +34,6 @@ from .tokenization import TokenizedTexts
 
 __all__ = [
     "PRECISIONS",
-    "BackendUnavailableError",
     "ChecksumError",
     "ClosedError",
     "DimensionRanges",
@@ -53,6 +52,7 @@ __all__ = [
     "Manifest",
     "LoadOptions",
     "ManifestError",
+    "MissingDependencyError",
     "MissingRangesError",
     "ModelFileError",
     "NoVariantError",

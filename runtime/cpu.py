@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import platform
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,17 +55,18 @@ def int8_path() -> Int8Path:
     """The int8 path of this CPU, from the instruction sets the CPU reports to this process.
 
     CPUID comes through numpy's own runtime detection, so an emulated CPU (qemu-x86_64 -cpu Haswell) is seen
-    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from /proc/cpuinfo when its flags
-    agree with CPUID (under qemu-user they are the host's). The environment
-    variable EDGEMBED_INT8_PATH (one of INT8_PATHS) overrides the detection.
+    as what it emulates; AMX and AVX-VNNI, which numpy does not report, come from the OS's flags
+    (/proc/cpuinfo, sysctl on macOS) when they agree with CPUID (under qemu-user they are the host's). numpy's
+    detection is a private attribute: without it the OS's flags answer alone (and cannot see through qemu-user).
+    The environment variable EDGEMBED_INT8_PATH (one of INT8_PATHS) overrides the detection.
     """
     forced = os.environ.get("EDGEMBED_INT8_PATH")
     if forced:
         if forced not in INT8_PATHS:
             raise InvalidArgumentError("EDGEMBED_INT8_PATH", forced, " or ".join(INT8_PATHS))
         return INT8_PATHS[forced]
-    features = _numpy_cpu_features()
-    flags = _proc_flags()
+    flags = _os_cpu_flags()
+    features = _numpy_cpu_features() or _features_from_flags(flags)
     if not _flags_match_cpuid(flags, features):
         flags = frozenset()
     if features.get("AVX512VNNI"):
@@ -103,19 +107,30 @@ def physical_cores() -> int:
 
 
 def _numpy_cpu_features() -> dict[str, bool]:
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__  # numpy 2
-    except ImportError:
+    """numpy's CPUID features (a private attribute: {} if a numpy release drops it)."""
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # numpy 2, numpy 1.x
         try:
-            from numpy.core._multiarray_umath import __cpu_features__  # numpy 1.x
-        except ImportError:
-            return {}
-    return dict(__cpu_features__)
+            return dict(importlib.import_module(name).__cpu_features__)
+        except (ImportError, AttributeError):
+            continue
+    return {}
 
 
 # Instruction sets both numpy (CPUID) and /proc/cpuinfo report, to check that the two describe the same CPU.
 SHARED_FLAGS = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512bw": "AVX512BW", "avx512_vnni": "AVX512VNNI",
                 "fma": "FMA3"}
+# Every /proc/cpuinfo flag int8_path reads through numpy's name for it, for when numpy's detection is gone.
+FLAG_FEATURES = {**SHARED_FLAGS, "sse2": "SSE2", "sse4_1": "SSE41", "asimd": "ASIMD", "asimddp": "ASIMDDP"}
+# macOS: sysctl names that read 1 when the CPU has the instruction set of this /proc/cpuinfo flag (Apple chips)...
+SYSCTL_FLAGS = {"hw.optional.AdvSIMD": "asimd", "hw.optional.arm.FEAT_DotProd": "asimddp",
+                "hw.optional.arm.FEAT_I8MM": "i8mm"}
+# ... and the lists of instruction sets of Intel Macs ("SSE4.1 AVX1.0 AVX2 AVX512F AVX512VNNI ...").
+SYSCTL_LISTS = ("machdep.cpu.features", "machdep.cpu.leaf7_features")
+SYSCTL_RENAMED = {"avx1_0": "avx", "avx512vnni": "avx512_vnni"}
+
+
+def _features_from_flags(flags: frozenset[str]) -> dict[str, bool]:
+    return {feature: True for flag, feature in FLAG_FEATURES.items() if flag in flags}
 
 
 def _flags_match_cpuid(flags: frozenset[str], features: dict[str, bool]) -> bool:
@@ -126,11 +141,36 @@ def _flags_match_cpuid(flags: frozenset[str], features: dict[str, bool]) -> bool
     return all((flag in flags) == bool(features.get(feature)) for flag, feature in SHARED_FLAGS.items())
 
 
-def _proc_flags() -> frozenset[str]:
+def _os_cpu_flags() -> frozenset[str]:
+    """The CPU's instruction sets as the OS reports them, named as /proc/cpuinfo names them (empty if unknown)."""
     for line in _cpuinfo_lines():
         if line.startswith(("flags", "Features")):
             return frozenset(line.split(":", 1)[1].split())
+    if sys.platform == "darwin":
+        return _flags_from_sysctl(_sysctl_text())
     return frozenset()
+
+
+def _flags_from_sysctl(text: str) -> frozenset[str]:
+    """/proc/cpuinfo-style flags from `sysctl machdep.cpu hw.optional` output ("name: value" lines)."""
+    flags = set()
+    for line in text.splitlines():
+        name, _, value = (part.strip() for part in line.partition(":"))
+        if name in SYSCTL_LISTS:
+            for feature in value.split():
+                flag = feature.lower().replace(".", "_")
+                flags.add(SYSCTL_RENAMED.get(flag, flag))
+        elif name in SYSCTL_FLAGS and value == "1":
+            flags.add(SYSCTL_FLAGS[name])
+    return frozenset(flags)
+
+
+def _sysctl_text() -> str:
+    try:  # names a Mac lacks are reported on stderr; the others still print
+        return subprocess.run(["sysctl", "machdep.cpu", "hw.optional"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 @functools.lru_cache(maxsize=1)

@@ -65,15 +65,19 @@ class ChecksumError(ModelFileError):
     """A model file's sha256 differs from the one manifest.json records."""
 
 
-class BackendUnavailableError(EdgembedError, ImportError):
-    """The Python package behind a backend is not installed."""
+class MissingDependencyError(EdgembedError, ImportError):
+    """A package behind an optional part of edgembed (an engine, the exporter, the server, Ray) is not installed.
 
-    def __init__(self, backend: str, module: str, extra: str) -> None:
-        self.backend = backend
-        super().__init__(
-            f"backend {backend!r} needs the {module!r} package, which is not installed; "
-            f'install it with: pip install "edgembed[{extra}]"'
-        )
+    `install` replaces the pip line when the extra alone is not the right command (the exporter pins torch's CPU
+    build).
+    """
+
+    def __init__(self, module: str, extra: str, *, install: str | None = None) -> None:
+        self.module = module
+        self.extra = extra
+        self.install = install or f'pip install "edgembed[{extra}]"'
+        super().__init__(f"the {module!r} package is not installed; install the {extra!r} extra: {self.install}",
+                         name=module)
 
 
 class NoVariantError(EdgembedError):
@@ -114,8 +118,9 @@ class InputTooLongError(EdgembedError, ValueError):
         if self.tokens > self.max_length:
             return (f"has more than max_length={self.max_length} tokens ({self.tokens} in its first "
                     f"{self.characters_read} characters)")
-        return (f"has {self.characters} characters, more than the {self.characters_read} that are read of one "
-                f"text (max_length={self.max_length} x {self.characters_read // self.max_length})")
+        read = self.characters_read or 0  # set whenever the count is not exact
+        return (f"has {self.characters} characters, more than the {read} that are read of one "
+                f"text (max_length={self.max_length} x {read // self.max_length})")
 
 
 class MissingRangesError(UsageError, ValueError):

@@ -168,7 +168,7 @@ class Manifest:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str = MANIFEST_NAME) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any], origin: str = MANIFEST_NAME) -> Manifest:
         """Fields this version does not know are ignored, so newer exporters can add optional ones."""
         if not isinstance(data, dict):
             raise ManifestError(origin, "top level must be a JSON object")
@@ -190,7 +190,7 @@ class Manifest:
         return manifest
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
+    def read(cls, directory: Path) -> Manifest:
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
             raise ManifestError(path, "not found; is this a directory written by 'edgembed export'?")

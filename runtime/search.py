@@ -68,15 +68,16 @@ def search(queries: np.ndarray, corpus: np.ndarray, *, k: int = 10, precision: s
     single = np.ndim(queries) == 1
     query_matrix = np.atleast_2d(np.asarray(queries))
     float_queries = query_matrix.dtype.kind == "f"
+    shortlist = k
     if rescore is not None:
         if rescore_multiplier is None:
             rescore_multiplier = default_rescore_multiplier(_dimensions(corpus, precision))
-        check_positive_int("rescore_multiplier", rescore_multiplier)
+        shortlist = k * check_positive_int("rescore_multiplier", rescore_multiplier)
         if not float_queries:
             raise InvalidTypeError("queries", f"(array of {query_matrix.dtype})", "float vectors when rescoring",
                                    "rescoring scores the float query against the rescore vectors")
     first = _Pass(query_matrix, corpus, precision, ranges)
-    wanted = min(k * rescore_multiplier if rescore is not None else k, len(corpus))
+    wanted = min(shortlist, len(corpus))
     rows = block_rows if block_rows is not None else first.default_block_rows()
     check_positive_int("block_rows", rows)
     cost, ids = first.top(wanted, rows, threads)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .backends import BACKENDS, backend_for_format, installed_backends
 from .cpu import INT8_PATHS, Int8Path, cpu_model
 from .defaults import AUTO_MIN_COSINE
-from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
+from .errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
 
 # (dtype, backend) by preference, per int8 family. Measured speed-ups over PyTorch (ModernBERT-base shape,
@@ -160,7 +160,7 @@ def _nothing_installed(variant: str | None, backend: str | None, wanted: list[tu
     if not missing:
         return NoVariantError(f"no exported variant matches variant={variant!r}, backend={backend!r}")
     spec = BACKENDS[missing[0]]
-    return BackendUnavailableError(spec.name, spec.module, spec.extra)
+    return MissingDependencyError(spec.module, spec.extra)
 
 
 def _faithful(variant: Variant, min_cosine: float) -> bool:

@@ -39,7 +39,7 @@ class TokenizedTexts:
     def __len__(self) -> int:
         return len(self.encodings)
 
-    def __getitem__(self, key: slice) -> "TokenizedTexts":
+    def __getitem__(self, key: slice) -> TokenizedTexts:
         if not isinstance(key, slice):
             raise TypeError("TokenizedTexts takes slices, e.g. tokens[2:5]")
         return TokenizedTexts(self.encodings[key], self.truncated[key])
@@ -58,8 +58,9 @@ class TokenizedTexts:
         return sum(self.truncated)
 
     @classmethod
-    def concat(cls, parts: Sequence["TokenizedTexts"]) -> "TokenizedTexts":
-        return cls(tuple(e for part in parts for e in part.encodings), tuple(t for part in parts for t in part.truncated))
+    def concat(cls, parts: Sequence[TokenizedTexts]) -> TokenizedTexts:
+        return cls(tuple(e for part in parts for e in part.encodings),
+                   tuple(t for part in parts for t in part.truncated))
 
 
 class TextTokenizer:

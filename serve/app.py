@@ -16,7 +16,6 @@ import contextlib
 import hmac
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -31,8 +30,17 @@ from edgembed.runtime import Embedder, EncodeOptions, int8_path
 from edgembed.runtime.memory import trim_heap
 
 from . import responses
-from .errors import BACKEND, METHOD_NOT_ALLOWED, NOT_FOUND, PAYLOAD_TOO_LARGE, TIMEOUT, UNAUTHORIZED, UNHEALTHY, VALIDATION, \
-    ApiError
+from .errors import (
+    BACKEND,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    TIMEOUT,
+    UNAUTHORIZED,
+    UNHEALTHY,
+    VALIDATION,
+    ApiError,
+)
 from .protocol import EmbedRequest, parse_openai, parse_similarity, parse_tei_embed, parse_tokenize
 from .service import Embedding, EmbeddingService
 from .settings import ServeSettings

@@ -30,7 +30,7 @@ MODEL_DIR_ENV = "EDGEMBED_MODEL_DIR"
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve an export over HTTP: OpenAI /v1/embeddings and TEI /embed, with dynamic batching",
         description="Serve an exported model over HTTP with the OpenAI embeddings API and the Hugging Face "

@@ -22,14 +22,6 @@ class ServeError(EdgembedError):
     """Base class of the server's errors."""
 
 
-class ServerDependencyError(ServeError, ImportError):
-    """The web stack behind `edgembed serve` is not installed (the base install carries none)."""
-
-    def __init__(self, module: str) -> None:
-        super().__init__(f"edgembed serve needs the {module!r} package, which is not installed; "
-                         'install the server extra: pip install "edgembed[server]"')
-
-
 class ApiError(ServeError):
     """An answer to a client that is not a success. `status` defaults to TEI's status for `error_type`."""
 

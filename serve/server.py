@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 
 from edgembed.runtime import Embedder
+from edgembed.runtime.errors import MissingDependencyError
 
-from .errors import ServerDependencyError
 from .settings import ServeSettings
 
 WARMUP_TEXTS = ["warm up", "warm up the second stream"]
@@ -21,7 +21,7 @@ WARMUP_TEXTS = ["warm up", "warm up the second stream"]
 def require_web_stack() -> None:
     for module in ("granian", "starlette", "orjson"):
         if importlib.util.find_spec(module) is None:
-            raise ServerDependencyError(module)
+            raise MissingDependencyError(module, "server")
 
 
 def warm_up(model: Embedder) -> None:

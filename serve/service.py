@@ -20,8 +20,17 @@ from edgembed.runtime import (
 )
 
 from .batcher import Batcher
-from .errors import BACKEND, EMPTY, OVERLOADED, PAYLOAD_TOO_LARGE, TIMEOUT, TOKENIZER, UNAUTHORIZED, VALIDATION, \
-    ApiError
+from .errors import (
+    BACKEND,
+    EMPTY,
+    OVERLOADED,
+    PAYLOAD_TOO_LARGE,
+    TIMEOUT,
+    TOKENIZER,
+    UNAUTHORIZED,
+    VALIDATION,
+    ApiError,
+)
 from .metrics import Metrics
 from .protocol import EmbedRequest
 from .settings import ServeSettings

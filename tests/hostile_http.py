@@ -92,7 +92,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
                 return True
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
     return False
 
@@ -140,7 +140,7 @@ def _send_until_closed(sock: socket.socket, chunks, *, pause: float = 0.0) -> in
     for chunk in chunks:
         try:
             sock.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             return sent
         sent += len(chunk)
         if pause:
@@ -231,7 +231,7 @@ def closed_within_or_answer(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
         return sock.recv(1, socket.MSG_PEEK) is not None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -418,7 +418,8 @@ def pipelined_continue(target: Target) -> Outcome:
 
 SMUGGLING = {
     "content-length and chunked": b"POST /embed HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
-                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                                  b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
     "two content-lengths": b"POST /embed HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
     "chunked, then identity": b"POST /embed HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
                               b"0\r\n\r\n",

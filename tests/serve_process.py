@@ -1,10 +1,10 @@
 """Start the real `edgembed serve` process on a free loopback port and stop it, for the server tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
-import contextlib
 import subprocess
 import sys
 import threading

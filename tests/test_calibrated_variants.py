@@ -10,10 +10,10 @@ import onnx
 import pytest
 from conftest import cosines
 
-from edgembed.evaluation.text_files import read_texts
-from edgembed.runtime import Embedder
 from edgembed.cli import main
 from edgembed.evaluation.errors import TextFileError
+from edgembed.evaluation.text_files import read_texts
+from edgembed.runtime import Embedder
 
 # Measured on the tiny model: q4 cosine min 0.953 (both formats); q8-static 0.978 calibrated on the 30
 # texts below (0.992 on the built-in 300).
@@ -80,7 +80,7 @@ def test_fidelity(calibrated_export, parity_texts, parity_reference, report, dty
 
 def test_calibration_data_changes_the_static_model(calibrated_export, tiny_model_dir, tmp_path):
     other = tmp_path / "other.txt"
-    other.write_text("\n".join(["completely different calibration text number %d" % i for i in range(30)]))
+    other.write_text("\n".join([f"completely different calibration text number {i}" for i in range(30)]))
     out = tmp_path / "out"
     assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8-static", "--format", "openvino",
                  "--calibration-data", str(other), "--allow-low-fidelity", "--eval-size", "0", "0"]) == 0
@@ -105,7 +105,8 @@ def test_read_texts_plain_and_jsonl(tmp_path):
 def test_read_texts_errors(tmp_path):
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text('{"text": "x"}\n{"body": "y"}\n')
-    with pytest.raises(TextFileError, match=r"c.jsonl, line 2: no string field 'text' \(fields: \['body'\]\); name the field with --calibration-field"):
+    with pytest.raises(TextFileError, match=r"c.jsonl, line 2: no string field 'text' \(fields: \['body'\]\); "
+                                            r"name the field with --calibration-field"):
         read_texts(jsonl)
     broken = tmp_path / "d.jsonl"
     broken.write_text("{oops\n")

@@ -4,16 +4,18 @@ from __future__ import annotations
 import builtins
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgembed.runtime import (
-    BackendUnavailableError,
     Embedder,
     InputTooLongError,
     ManifestError,
+    MissingDependencyError,
     ModelFileError,
     UnknownChoiceError,
 )
@@ -52,8 +54,40 @@ def test_missing_backend_package_names_the_extra(tiny_export, monkeypatch, backe
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", refuse)
-    with pytest.raises(BackendUnavailableError, match=rf'pip install "edgembed\[{extra}\]"'):
+    with pytest.raises(MissingDependencyError,
+                       match=rf"'{module}' package is not installed; install the '{extra}' extra: "
+                             rf'pip install "edgembed\[{extra}\]"') as info:
         Embedder.load(tiny_export, variant="fp32", backend=backend)
+    assert (info.value.module, info.value.extra, info.value.name) == (module, extra, module)
+
+
+def _cli_without(module: str, *arguments: str) -> subprocess.CompletedProcess:
+    """`edgembed ARGUMENTS` in a fresh interpreter where `module` cannot be imported."""
+    probe = (f"import sys; sys.modules[{module!r}] = None; from edgembed.cli import main; "
+             f"sys.exit(main({list(arguments)!r}))")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+
+
+def test_export_without_torch_names_the_cpu_install_line(tmp_path):
+    """The exporter's extra needs torch's CPU build named in the same pip command (a bare torch pulls CUDA)."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    result = _cli_without("torch", "export", str(checkpoint), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr
+    assert "'torch' package is not installed; install the 'export' extra: " \
+           'pip install torch==2.13.0 "edgembed[export]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_embed_file_on_ray_without_ray_names_the_extra(fast_export, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one\ntwo\n")
+    result = _cli_without("ray", "embed-file", str(fast_export), str(texts), "-o", str(tmp_path / "vectors"), "--ray")
+    assert result.returncode == 1, result.stderr
+    assert "'ray' package is not installed; install the 'ray' extra: " 'pip install "edgembed[ray]"' in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_manifest(tmp_path):
@@ -115,7 +149,8 @@ def test_non_string_names_its_index(embedders):
 
 
 def test_lone_surrogate_names_its_index(embedders):
-    with pytest.raises(ValueError, match=r"texts\[1\]=.* is not valid: expected valid Unicode text; surrogates not allowed"):
+    with pytest.raises(ValueError,
+                       match=r"texts\[1\]=.* is not valid: expected valid Unicode text; surrogates not allowed"):
         embedders["fp32", "onnxruntime"].encode(["fine", "bad \ud800 text"])
 
 
@@ -145,7 +180,8 @@ def test_too_long_without_truncation_names_index_and_count(embedders, parity_tex
 
 @pytest.mark.parametrize("dim", [0, 65, -1, 2.5])
 def test_bad_dim(embedders, dim):
-    with pytest.raises((ValueError, TypeError), match="dim.* expected an integer from 1 to 64; this model was trained for"):
+    with pytest.raises((ValueError, TypeError),
+                       match="dim.* expected an integer from 1 to 64; this model was trained for"):
         embedders["fp32", "onnxruntime"].encode(["x"], dim=dim)
 
 

@@ -7,8 +7,16 @@ import struct
 import pytest
 
 from edgembed.evaluation import debian_text
-from edgembed.evaluation.domains import (DOMAIN_NAMES, Item, calibration_set, describe_calibration, domain_texts,
-                                         evaluation_suite, share, split)
+from edgembed.evaluation.domains import (
+    DOMAIN_NAMES,
+    Item,
+    calibration_set,
+    describe_calibration,
+    domain_texts,
+    evaluation_suite,
+    share,
+    split,
+)
 
 PYTHON_DOMAINS = ("english-prose", "code", "short", "long")  # CPython's own text: on every machine
 SCRIPTS = {"russian": "CYRILLIC", "chinese": "CJK", "japanese": "CJK|HIRAGANA|KATAKANA", "korean": "HANGUL",

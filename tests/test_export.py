@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgembed.export import ExportRequest, run_export
-from edgembed.export.source import read_embedding_spec, read_pooling, resolve
 from edgembed.export.errors import ExportError, FidelityError, UnsupportedModelError
+from edgembed.export.source import read_embedding_spec, read_pooling, resolve
 from edgembed.runtime import Embedder
 
 

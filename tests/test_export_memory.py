@@ -18,11 +18,11 @@ from edgembed.export.quiet import quiet_tools
 def q8_inputs(tiny_export: Path, tmp_path_factory):
     """The tiny export's fp32 graph with its weights external (as the q8 recipe holds it), its weight MatMul
     inputs and widths, and calibration feeds of texts from 1 to 256 tokens."""
+    from edgembed.evaluation.corpus import calibration_texts
     from edgembed.export import q8_recipe
     from edgembed.runtime import Manifest
     from edgembed.runtime.backends import build_feeds
     from edgembed.runtime.tokenization import TextTokenizer
-    from edgembed.evaluation.corpus import calibration_texts
 
     directory = tmp_path_factory.mktemp("q8-inputs")
     model = q8_recipe._with_external_weights(tiny_export / "onnx/model.onnx", directory)
@@ -144,7 +144,7 @@ def test_other_tools_noise_is_hidden_and_what_matters_becomes_a_note(caplog):
             "Some weights of ModernBertModel were not initialized from the model checkpoint at x and are newly "
             "initialized: ['layers.0.attn.Wo.weight']")
         logging.getLogger("nncf").warning("Something nncf wants the user to know")
-        warnings.warn("deprecated soon", FutureWarning)
+        warnings.warn("deprecated soon", FutureWarning, stacklevel=1)  # attributed here, like a tool's own
         import rich
 
         assert rich.get_console().quiet

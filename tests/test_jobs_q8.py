@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import cosines
 from test_parity import BATCH_INVARIANCE
+
 from edgembed.export.synthetic import real_sentences
 
 ray = pytest.importorskip("ray", reason="install the ray extra: pip install -e '.[ray]'")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fast_model import build_fast_export, training_lines
 
@@ -20,7 +21,7 @@ from edgembed.jobs import JobOptions, RayOptions, embed_file  # noqa: E402
 from edgembed.jobs.errors import InputFileError  # noqa: E402
 from edgembed.runtime import Embedder, EncodeOptions, LoadOptions  # noqa: E402
 
-ACTOR_TITLE = "ray::MapWorker(ReadEdgembedShards->MapBatches(EmbedShards))"  # the read is fused into the actors
+ACTOR_TITLE = "ray::MapWorker(MapBatches(EmbedShards))"
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +213,18 @@ def test_shipped_model(fast_export, corpus, tmp_path):
     on_ray(fast_export, corpus, tmp_path / "ray", ray=RayOptions(actors=2, cpus_per_actor=1, ship_model=True))
     assert not ray.is_initialized()  # the Ray it started is shut down
     assert_same_output(tmp_path / "single", tmp_path / "ray")
+
+
+def test_cli_on_ray_prints_the_jobs_lines_not_ray_datas(fast_export, corpus, tmp_path):
+    """`edgembed embed-file --ray` in a fresh process: Ray Data's plan, start and finish lines and its note that
+    its progress bars are off stay in its log file; the job's summary line is printed. After test_shipped_model,
+    so that this process starts the only Ray."""
+    if ray.is_initialized():
+        ray.shutdown()
+    result = subprocess.run([sys.executable, "-m", "edgembed", "embed-file", str(fast_export), str(corpus), "-o",
+                             str(tmp_path / "ray"), "--id-field", "id", "--on-bad-row", "skip", "--ray",
+                             "--actors", "1", "--cpus-per-actor", "1", "--progress", "off"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "edgembed embed-file: 11,997 texts" in result.stderr, result.stderr
+    assert "Progress bars disabled" not in result.stderr and "Starting execution" not in result.stderr, result.stderr

@@ -126,7 +126,8 @@ def test_a_truncated_graph_names_the_file_and_the_fix(fast_copy):
 
 
 @pytest.mark.parametrize(("text", "line"), [
-    ("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/plugin.cpp:54:\nCheck 'K' failed\n\n", "Check 'K' failed"),
+    ("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/plugin.cpp:54:\nCheck 'K' failed\n\n",
+     "Check 'K' failed"),
     ("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF\nmore", "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF"),
     ("", "RuntimeError"),
 ])

@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import BACKENDS, DTYPES
-from edgembed.export.synthetic import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
+from conftest import DTYPES
 
-from edgembed.runtime.backends import BackendOptions, compile_graph
 from edgembed.cli import main
-from edgembed.runtime.backends import BACKENDS
+from edgembed.export.synthetic import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
+from edgembed.runtime.backends import BACKENDS, BackendOptions, compile_graph
 from edgembed.runtime.manifest import Manifest
 from edgembed.runtime.tokenization import TextTokenizer
 
@@ -169,7 +168,8 @@ def test_windows_cover_the_text_with_the_requested_overlap(long_model):
     manifest = Manifest.read(out)
     tokenizer = TextTokenizer(out / manifest.tokenizer_file, 64, manifest.pad_token_id)
     text = " ".join(real_sentences(60))
-    whole = TextTokenizer(out / manifest.tokenizer_file, LONGEST, manifest.pad_token_id).tokenize([text]).encodings[0].ids
+    untruncated = TextTokenizer(out / manifest.tokenizer_file, LONGEST, manifest.pad_token_id)
+    whole = untruncated.tokenize([text]).encodings[0].ids
     windows = [[w.ids for w in text_windows]
                for text_windows in tokenizer.encode_windows([text, "a short one"], overlap=16)]
     assert len(windows[1]) == 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import ALL_VARIANTS, cosines
 from emulation import embed_q8, needs_qemu
-from edgembed.export.synthetic import real_sentences
 
+from edgembed.export.synthetic import real_sentences
 from edgembed.runtime import Embedder
 
 # Minimum cosine to sentence-transformers on real text, per text.
@@ -68,7 +68,8 @@ def test_matches_sentence_transformers(minilm_export, sentences, st_reference, r
     sims = cosines(vectors, st_reference)
     size = sum(f.stat().st_size for f in (minilm_export / ("onnx" if backend == "onnxruntime" else "openvino"))
                .iterdir() if _belongs(f.name, dtype))
-    report(f"all-MiniLM-L6-v2 {dtype:>4}/{backend:<11}: cosine to sentence-transformers min {sims.min():.6f} mean {sims.mean():.6f} "
+    report(f"all-MiniLM-L6-v2 {dtype:>4}/{backend:<11}: cosine to sentence-transformers min {sims.min():.6f} "
+           f"mean {sims.mean():.6f} "
           f"p1 {np.percentile(sims, 1):.6f} over {len(sims)} sentences; files {size / 1e6:.1f} MB")
     assert sims.min() >= MINILM_MIN[dtype]
     assert sims.mean() >= MINILM_MEAN[dtype]
@@ -104,7 +105,7 @@ def q8_goal(domain: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_q8_meets_the_fidelity_goal_on_every_domain(minilm_export, suite, report, backend):
-    from edgembed.evaluation.evaluate import evaluate_embedder, encode_suite
+    from edgembed.evaluation.evaluate import encode_suite, evaluate_embedder
 
     fp32 = Embedder.load(minilm_export, variant="fp32", backend=backend, threads=2)
     reference = encode_suite(fp32, suite)

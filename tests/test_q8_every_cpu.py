@@ -15,6 +15,7 @@ from onnx import numpy_helper
 
 from edgembed.runtime import Manifest, int8_path
 
+
 def test_uint8_twin_holds_the_same_integers(tiny_export):
     variant = Manifest.read(tiny_export).find("onnx", "q8")
     assert variant.portable and variant.alternates == {"no-vnni": "onnx/model_uint8.onnx"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
-from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
-from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
 from edgembed.runtime.backends import installed_backends
+from edgembed.runtime.errors import MissingDependencyError, NoVariantError, UnknownChoiceError
+from edgembed.runtime.manifest import Fidelity, FileEntry, Manifest, Speed, Variant
 from edgembed.runtime.selection import runnable_variants, select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
@@ -116,7 +116,7 @@ def test_unknown_names_list_the_options(full):
 
 
 def test_missing_engine_names_its_extra(full):
-    with pytest.raises(BackendUnavailableError, match=r'pip install "edgembed\[openvino\]"'):
+    with pytest.raises(MissingDependencyError, match=r'pip install "edgembed\[openvino\]"'):
         select(full, variant="fp32", backend="openvino", installed=["onnxruntime"], int8_path=VNNI)
 
 

@@ -97,7 +97,7 @@ def test_overload_is_429_with_retry_after(export_dir, model, tmp_path):
         for _ in range(10):  # rounds of 32 simultaneous clients until one finds the single slot taken
             barrier = threading.Barrier(len(texts))
 
-            def client(text: str, path: str) -> httpx.Response:
+            def client(text: str, path: str, barrier: threading.Barrier = barrier) -> httpx.Response:
                 with httpx.Client(base_url=server.url, timeout=60) as http:
                     http.get("/health")  # connect first, so the requests leave together
                     barrier.wait()

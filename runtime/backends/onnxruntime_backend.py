@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelFileError
+from ..errors import MissingDependencyError, ModelFileError
 from ..memory import trim_heap
 from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line
 
@@ -22,7 +22,7 @@ class OnnxRuntimeBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendUnavailableError(self.name, "onnxruntime", BACKENDS[self.name].extra) from None
+            raise MissingDependencyError("onnxruntime", BACKENDS[self.name].extra) from None
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:  # each concurrent run() gets its share of the threads

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelFileError
+from ..errors import MissingDependencyError, ModelFileError
 from ..memory import drop_file_pages, trim_heap
 from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line
 
@@ -32,7 +32,7 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError:
-            raise BackendUnavailableError(self.name, "openvino", BACKENDS[self.name].extra) from None
+            raise MissingDependencyError("openvino", BACKENDS[self.name].extra) from None
         config: dict[str, str] = {}
         if options.precision_hint:
             # Without it, CPUs with bf16 or AMX silently run an f32 model in bf16.
