@@ -88,8 +88,9 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
         "the model's position limit (max_position_embeddings) is the largest value")
     tokenizer = TextTokenizer(tokenizer_path, limit, manifest.pad_token_id)
     if not 0 <= manifest.pad_token_id < tokenizer.vocab_size:
-        raise ManifestError(directory / MANIFEST_NAME, f"pad_token_id {manifest.pad_token_id} is not an id of the "
-                                                       f"tokenizer (0 to {tokenizer.vocab_size - 1}); re-export the model")
+        raise ManifestError(directory / MANIFEST_NAME,
+                            f"pad_token_id {manifest.pad_token_id} is not an id of the tokenizer "
+                            f"(0 to {tokenizer.vocab_size - 1}); re-export the model")
     on_cpu = all(name == "CPUExecutionProvider" for name in options.providers or ())
     stream_count, total_threads = resolve_streams(options.streams, options.threads, on_cpu)
     engine = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,

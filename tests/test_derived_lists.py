@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgembed.commands import add_load_options
 from edgembed.export.variants import DTYPES, markdown_table
 from edgembed.runtime.backends import BACKENDS
-from edgembed.commands import add_load_options
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,7 +26,7 @@ def test_readme_variants_table_is_the_generated_one():
 def test_precision_lists_of_light_modules_are_the_runtimes():
     # the CLI parsers keep their own copy so that `--help` imports no numpy
     from edgembed.jobs import cli
-    from edgembed.runtime.precision import PRECISIONS
     from edgembed.jobs.search_cli import SEARCH_PRECISIONS
+    from edgembed.runtime.precision import PRECISIONS
 
     assert cli.PRECISIONS == SEARCH_PRECISIONS == PRECISIONS

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.backends import installed_backends
+from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import Fidelity, FileEntry, Manifest, Speed, Variant
 from edgembed.runtime.selection import runnable_variants, select
