@@ -47,6 +47,11 @@ class Selection:
     reason: str
 
 
+def preference_order(family: str) -> list[tuple[str, str]]:
+    """The (dtype, backend) pairs by preference on a CPU of this int8 family (runtime/cpu.py)."""
+    return list(ORDER.get(family, ORDER["unknown"]))
+
+
 def shown_on(variant: Variant, path: Int8Path) -> bool:
     """True when the variant's fidelity holds on a CPU with this int8 path."""
     if variant.portable:
@@ -125,7 +130,7 @@ def exported_pairs(manifest: Manifest) -> list[tuple[str, str, Variant]]:
 
 def _ordered(exported: list[tuple[str, str, Variant]], int8_path: Int8Path) -> list[tuple[str, str, Variant]]:
     """Exported pairs in the order for this CPU; pairs the order does not list come last, as exported."""
-    rank = {pair: index for index, pair in enumerate(ORDER.get(int8_path.family, ORDER["unknown"]))}
+    rank = {pair: index for index, pair in enumerate(preference_order(int8_path.family))}
     return sorted(exported, key=lambda item: rank.get((item[0], item[1]), len(rank)))
 
 

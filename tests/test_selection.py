@@ -6,7 +6,7 @@ import pytest
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
-from edgembed.runtime.selection import select
+from edgembed.runtime.selection import preference_order, select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
 BOTH = ["onnxruntime", "openvino"]
@@ -117,3 +117,19 @@ def test_unknown_names_list_the_options(full):
 def test_missing_engine_names_its_extra(full):
     with pytest.raises(BackendUnavailableError, match=r'pip install "edgembed\[openvino\]"'):
         select(full, variant="fp32", backend="openvino", installed=["onnxruntime"], int8_path=VNNI)
+
+
+# The orders measured for each int8 family (docs/speed.md); a change to them is a decision, not a side effect.
+VNNI_ORDER = [("q8", "onnxruntime"), ("q8", "openvino"), ("q8-static", "openvino"), ("fp32", "onnxruntime"),
+              ("fp32", "openvino"), ("fp16", "openvino"), ("fp16", "onnxruntime"), ("q4", "openvino"),
+              ("q4", "onnxruntime")]
+NO_VNNI_ORDER = [("q8", "onnxruntime"), ("fp32", "onnxruntime"), ("fp32", "openvino"), ("fp16", "openvino"),
+                 ("q8", "openvino"), ("q8-static", "openvino"), ("fp16", "onnxruntime"), ("q4", "onnxruntime"),
+                 ("q4", "openvino")]
+
+
+@pytest.mark.parametrize(("family", "expected"), [("vnni", VNNI_ORDER), ("no-vnni", NO_VNNI_ORDER),
+                                                  ("arm", NO_VNNI_ORDER), ("unknown", VNNI_ORDER),
+                                                  ("a family edgembed has never seen", VNNI_ORDER)])
+def test_each_cpu_family_keeps_its_measured_order(family, expected):
+    assert preference_order(family) == expected
