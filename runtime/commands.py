@@ -29,7 +29,7 @@ def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | N
     """The Embedder.load options, shared by every command that loads an export; `choice_default` is what
     --variant and --backend default to (None: edgembed's order for this CPU)."""
     from .backends import BACKENDS
-    from .selection import preference_order
+    from .preference import preference_order
 
     dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in preference_order("vnni")))  # the table's names, in order
     default = f"default: {choice_default}" if choice_default else "default: edgembed's order for this CPU"

@@ -1,4 +1,5 @@
-"""Which variant and backend to load: an explicit request, the default, or `auto`, all from one order table.
+"""Which variant and backend to load: an explicit request, the default, or `auto`, all from one rank table
+(preference.py).
 
 - Both named: exactly that pair.
 - One or both left out (None): the first pair of the order for this CPU that is exported, installed, passed
@@ -19,21 +20,9 @@ from .backends import BACKENDS, backend_for_format
 from .cpu import INT8_PATHS, Int8Path, cpu_model
 from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
+from .preference import ranks_for
 
 AUTO_MIN_COSINE = 0.99
-# (dtype, backend) by preference, per int8 family. Measured speed-ups over PyTorch (ModernBERT-base shape,
-# 2 threads; docs/speed.md): on VNNI hosts both q8s lead; on AVX2-only hosts the OpenVINO int8 IR runs no
-# faster than its float IRs, so ONNX Runtime's q8 and fp32 come first.
-ORDER = {
-    "vnni": [("q8", "onnxruntime"), ("q8", "openvino"), ("q8-static", "openvino"), ("fp32", "onnxruntime"),
-             ("fp32", "openvino"), ("fp16", "openvino"), ("fp16", "onnxruntime"), ("q4", "openvino"),
-             ("q4", "onnxruntime")],
-    "no-vnni": [("q8", "onnxruntime"), ("fp32", "onnxruntime"), ("fp32", "openvino"), ("fp16", "openvino"),
-                ("q8", "openvino"), ("q8-static", "openvino"), ("fp16", "onnxruntime"), ("q4", "onnxruntime"),
-                ("q4", "openvino")],
-}
-ORDER["arm"] = ORDER["no-vnni"]
-ORDER["unknown"] = ORDER["vnni"]
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -45,11 +34,6 @@ class Selection:
     backend: str
     providers: tuple[str, ...] | None
     reason: str
-
-
-def preference_order(family: str) -> list[tuple[str, str]]:
-    """The (dtype, backend) pairs by preference on a CPU of this int8 family (runtime/cpu.py)."""
-    return list(ORDER.get(family, ORDER["unknown"]))
 
 
 def shown_on(variant: Variant, path: Int8Path) -> bool:
@@ -130,8 +114,8 @@ def exported_pairs(manifest: Manifest) -> list[tuple[str, str, Variant]]:
 
 def _ordered(exported: list[tuple[str, str, Variant]], int8_path: Int8Path) -> list[tuple[str, str, Variant]]:
     """Exported pairs in the order for this CPU; pairs the order does not list come last, as exported."""
-    rank = {pair: index for index, pair in enumerate(preference_order(int8_path.family))}
-    return sorted(exported, key=lambda item: rank.get((item[0], item[1]), len(rank)))
+    ranks = ranks_for(int8_path.family)
+    return sorted(exported, key=lambda item: ranks.get((item[0], item[1]), float("inf")))
 
 
 def _check_names(manifest: Manifest, variant: str | None, backend: str | None,

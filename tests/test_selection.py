@@ -6,7 +6,8 @@ import pytest
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
-from edgembed.runtime.selection import preference_order, select
+from edgembed.runtime.preference import preference_order
+from edgembed.runtime.selection import select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
 BOTH = ["onnxruntime", "openvino"]
