@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backends import BACKENDS, backend_for_format
+from .backends import BACKENDS, backends_for_format
 from .cpu import INT8_PATHS, Int8Path, cpu_model
 from .errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
@@ -104,12 +104,15 @@ def _auto(usable: list[tuple[str, str, Variant]], wanted: list[tuple[str, str, V
 
 
 def exported_pairs(manifest: Manifest) -> list[tuple[str, str, Variant]]:
-    pairs = []
+    """Every (dtype, backend) pair the manifest's variants give, in the manifest's order; when a backend runs
+    several formats of one dtype, the file of the format it prefers."""
+    chosen: dict[tuple[str, str], Variant] = {}
     for variant in manifest.variants:
-        spec = backend_for_format(variant.format)
-        if spec is not None:
-            pairs.append((variant.dtype, spec.name, variant))
-    return pairs
+        for spec in backends_for_format(variant.format):
+            held = chosen.get((variant.dtype, spec.name))
+            if held is None or spec.formats.index(variant.format) < spec.formats.index(held.format):
+                chosen[(variant.dtype, spec.name)] = variant
+    return [(dtype, name, variant) for (dtype, name), variant in chosen.items()]
 
 
 def _ordered(exported: list[tuple[str, str, Variant]], int8_path: Int8Path) -> list[tuple[str, str, Variant]]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgembed.export.variants import DTYPES, markdown_table
-from edgembed.runtime.backends import BACKENDS
+from edgembed.export.variants import DTYPES, RECIPES, markdown_table
+from edgembed.runtime.backends import BACKENDS, backends_for_format
+from edgembed.runtime.preference import RANKS
 from edgembed.runtime.commands import add_load_options
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -17,6 +18,13 @@ def test_load_help_names_every_variant_and_backend():
     text = " ".join(parser.format_help().split())
     for name in [*DTYPES, *BACKENDS]:
         assert name in text, name
+
+
+def test_every_exported_pair_has_a_rank():
+    # a pair without one is never picked unless named: adding a dtype or an engine means giving it a rank
+    unranked = [(recipe.dtype, spec.name) for recipe in RECIPES for spec in backends_for_format(recipe.format)
+                if (recipe.dtype, spec.name) not in RANKS]
+    assert unranked == []
 
 
 def test_readme_variants_table_is_the_generated_one():

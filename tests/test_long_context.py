@@ -74,7 +74,7 @@ def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def load_graph(out, dtype: str, backend: str):
-    variant = Manifest.read(out).find(BACKENDS[backend].format, dtype)
+    variant = Manifest.read(out).find(BACKENDS[backend].formats[0], dtype)
     return compile_graph(backend, out / variant.model_file, variant.output,
                         BackendOptions(precision_hint=variant.precision_hint))
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from edgembed.runtime import backends
+from edgembed.runtime.backends import BackendSpec
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import BackendUnavailableError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import FileEntry, Fidelity, Manifest, Speed, Variant
 from edgembed.runtime.preference import preference_order
-from edgembed.runtime.selection import select
+from edgembed.runtime.selection import exported_pairs, select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
 BOTH = ["onnxruntime", "openvino"]
@@ -134,3 +136,14 @@ NO_VNNI_ORDER = [("q8", "onnxruntime"), ("fp32", "onnxruntime"), ("fp32", "openv
                                                   ("a family edgembed has never seen", VNNI_ORDER)])
 def test_each_cpu_family_keeps_its_measured_order(family, expected):
     assert preference_order(family) == expected
+
+
+def test_an_engine_that_runs_two_formats_takes_the_file_of_the_one_it_prefers(monkeypatch):
+    both = BackendSpec("openvino", ("openvino", "onnx"), "openvino", "openvino", "openvino_backend:OpenVinoBackend")
+    monkeypatch.setitem(backends.BACKENDS, "openvino", both)
+    manifest = _manifest(_variant("onnx", "fp32"), _variant("onnx", "q4"), _variant("openvino", "fp32"))
+    pairs = [(dtype, name, found.name) for dtype, name, found in exported_pairs(manifest)]
+    assert pairs == [("fp32", "onnxruntime", "onnx/fp32"), ("fp32", "openvino", "openvino/fp32"),
+                     ("q4", "onnxruntime", "onnx/q4"), ("q4", "openvino", "onnx/q4")]
+    chosen = select(manifest, variant="q4", backend="openvino", installed=BOTH, int8_path=VNNI)
+    assert (chosen.variant.name, chosen.backend) == ("onnx/q4", "openvino")

@@ -51,27 +51,29 @@ Compile = Callable[[str, Path, str, BackendOptions], Backend]
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One engine: the file format it runs, the package it needs, the pip extra that installs it, its class."""
+    """One engine: the file formats it runs (the one it prefers first), the package it needs, the pip extra that
+    installs it, its class."""
 
     name: str
-    format: str
+    formats: tuple[str, ...]
     module: str
     extra: str
     implementation: str  # "module:Class", imported only when the backend is used
 
 
 BACKENDS = {spec.name: spec for spec in (
-    BackendSpec("onnxruntime", "onnx", "onnxruntime", "onnx", "onnxruntime_backend:OnnxRuntimeBackend"),
-    BackendSpec("openvino", "openvino", "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
+    BackendSpec("onnxruntime", ("onnx",), "onnxruntime", "onnx", "onnxruntime_backend:OnnxRuntimeBackend"),
+    BackendSpec("openvino", ("openvino",), "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
 )}
 FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Padded tokens of a run above which the engine gives back the memory the run grew (docs/memory.md).
 LARGE_RUN_TOKENS = 4096
 
 
-def backend_for_format(fmt: str) -> BackendSpec | None:
-    """The backend that runs files of this format."""
-    return next((spec for spec in BACKENDS.values() if spec.format == fmt), None)
+def backends_for_format(fmt: str) -> list[BackendSpec]:
+    """The backends that run files of this format: those that prefer it first, then in table order."""
+    running = [spec for spec in BACKENDS.values() if fmt in spec.formats]
+    return sorted(running, key=lambda spec: spec.formats.index(fmt))
 
 
 def compile_graph(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
