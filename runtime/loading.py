@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backends import Backend, BackendOptions, Compile, check_graph
+from .backends import Backend, BackendOptions, Compile, check_graph, engine_options
 from .cpu import int8_path
 from .errors import ChecksumError, InvalidArgumentError, ManifestError, ModelFileError, check_int_range
 from .manifest import MANIFEST_NAME, Manifest, Variant
@@ -93,10 +93,9 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
     if not 0 <= manifest.pad_token_id < tokenizer.vocab_size:
         raise ManifestError(directory / MANIFEST_NAME, f"pad_token_id {manifest.pad_token_id} is not an id of the "
                                                        f"tokenizer (0 to {tokenizer.vocab_size - 1}); re-export the model")
-    on_cpu = all(name == "CPUExecutionProvider" for name in providers or ())
-    stream_count, total_threads = resolve_streams(streams, threads, on_cpu)
-    options = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,
-                             providers=providers)
+    engine = engine_options(backend_name, variant, {"providers": providers})
+    stream_count, total_threads = resolve_streams(streams, threads, engine.on_cpu)
+    options = BackendOptions(threads=total_threads, streams=stream_count, engine=engine)
     backend = compile(backend_name, model_path, variant.output, options)
     latency = None
     try:
