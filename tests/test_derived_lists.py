@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgembed.export.variants import DTYPES, RECIPES, markdown_table
+from edgembed.export.variants import DTYPES, FILE_FORMATS, RECIPES, markdown_table
 from edgembed.runtime.backends import BACKENDS, backends_for_format
 from edgembed.runtime.preference import RANKS
 from edgembed.runtime.commands import add_load_options
@@ -25,6 +25,10 @@ def test_every_exported_pair_has_a_rank():
     unranked = [(recipe.dtype, spec.name) for recipe in RECIPES for spec in backends_for_format(recipe.format)
                 if (recipe.dtype, spec.name) not in RANKS]
     assert unranked == []
+
+
+def test_every_recipe_writes_a_known_format_that_an_engine_runs():
+    assert [r.name for r in RECIPES if r.format not in FILE_FORMATS or not backends_for_format(r.format)] == []
 
 
 def test_readme_variants_table_is_the_generated_one():
