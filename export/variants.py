@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from . import fp16, onnx_variants, openvino_variants, q8_recipe
 from .converting import DEFAULT_Q4_BLOCK_SIZE, Converter
 
+
 @dataclass(frozen=True)
 class FileFormat:
     """A file format the exporter writes: the README column of its files, and which fp32 ONNX graph its

@@ -1,5 +1,5 @@
 """Backends run an exported graph and nothing else. BACKENDS is the one table of them: adding an engine is one
-row here plus its module with a class that follows `Backend`."""
+row here plus its module with a class that follows `Backend` (and its ranks in runtime/preference.py)."""
 from __future__ import annotations
 
 import importlib
@@ -44,7 +44,7 @@ class Backend(Protocol):
 
     `inputs`: the graph's declared inputs and their types; `output_width`: the declared last dimension of the
     output (None when the graph leaves it dynamic). `options_for` builds the engine's own options for a variant
-from the load settings its BackendSpec names. `close()` releases the engine's memory (a run in progress
+    from the load settings its BackendSpec names. `close()` releases the engine's memory (a run in progress
     finishes first); `run` is not called after it.
     """
 
@@ -100,12 +100,13 @@ def compile_graph(name: str, path: Path, output: str, options: BackendOptions) -
 def engine_options(name: str, variant: Variant, settings: Mapping[str, object]) -> EngineOptions:
     """The options of backend `name` for `variant`, from the load settings that are its own; a setting that is
     another engine's is left to it (None means not given)."""
+    backend = _backend_class(name)
     known = {key for spec in BACKENDS.values() for key in spec.settings}
     unknown = [key for key in settings if key not in known]
     if unknown:
         raise UnknownChoiceError("engine setting", unknown[0], known)
     own = {key: value for key, value in settings.items() if key in BACKENDS[name].settings and value is not None}
-    return _backend_class(name).options_for(variant, **own)
+    return backend.options_for(variant, **own)
 
 
 def own_options(options: BackendOptions, kind: type[OptionsType], backend: str) -> OptionsType:

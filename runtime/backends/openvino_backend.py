@@ -30,7 +30,10 @@ class OpenVinoOptions:
     """OpenVINO's own settings: the INFERENCE_PRECISION_HINT the variant's manifest entry records."""
 
     precision_hint: str | None = None
-    on_cpu: bool = True  # the CPU device is the only one edgembed compiles for
+
+    @property
+    def on_cpu(self) -> bool:
+        return True  # the CPU device is the only one edgembed compiles for
 
 
 class OpenVinoBackend:
