@@ -31,9 +31,9 @@ def add_load_options(parser: argparse.ArgumentParser, *, choice_default: str | N
     """The Embedder.load options, shared by every command that loads an export; `choice_default` is what
     --variant and --backend default to (None: edgembed's order for this CPU)."""
     from edgembed.runtime.backends import BACKENDS
-    from edgembed.runtime.selection import ORDER
+    from edgembed.runtime.preference import preference_order
 
-    dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in ORDER["vnni"]))  # the table's names, in order
+    dtypes = ", ".join(dict.fromkeys(dtype for dtype, _ in preference_order("vnni")))  # the table's names, in order
     default = f"default: {choice_default}" if choice_default else "default: edgembed's order for this CPU"
     parser.add_argument("--variant", default=choice_default,
                         help=f"a variant OUT holds ({dtypes}), or auto: the fastest faithful one ({default})")

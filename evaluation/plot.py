@@ -1,9 +1,12 @@
 """The fidelity-against-speed chart of `edgembed eval` (needs matplotlib, the `eval` extra)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from .evaluate import TOP_K, Evaluation
+
+MARKERS = "os^Dv"  # one per backend, in the order the results name them
 
 
 def plot(results: list[Evaluation], path: Path) -> bool:
@@ -16,7 +19,8 @@ def plot(results: list[Evaluation], path: Path) -> bool:
     except ImportError:
         return False
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for backend, marker in (("onnxruntime", "o"), ("openvino", "s")):
+    backends = list(dict.fromkeys(r.backend for r in results))
+    for backend, marker in zip(backends, itertools.cycle(MARKERS)):
         rows = [r for r in results if r.backend == backend]
         axes.scatter([r.texts_per_second for r in rows], [r.fidelity.top10_overlap for r in rows], marker=marker,
                      label=backend, s=60)

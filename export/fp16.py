@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgembed.runtime.errors import MissingDependencyError
 
+from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL
 
 
@@ -52,8 +53,9 @@ def _short_circuit_round_trips(graph, onnx) -> None:
             graph.node.remove(node)
 
 
-def convert_fp16(fp32: Path, destination: Path) -> list[Path]:
-    """Write the fp16 graph next to the fp32 one; returns the files written."""
+def convert_fp16(inputs: ConvertInputs) -> list[Path]:
+    """Write the fp16 graph of the fp32 one; returns the files written."""
+    fp32, destination = inputs.source, inputs.destination
     try:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel

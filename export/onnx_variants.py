@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgembed.runtime.errors import MissingDependencyError
 
+from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL, ExportError
 
 
@@ -44,8 +45,15 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
     return files
 
 
-def quantize_q4(fp32: Path, destination: Path, block_size: int) -> list[Path]:
+def keep_fp32(inputs: ConvertInputs) -> list[Path]:
+    """The exported graph itself (and its external weights, past 2 GB)."""
+    data = inputs.source.with_name(inputs.source.name + "_data")
+    return [inputs.source] + ([data] if data.is_file() else [])
+
+
+def convert_q4(inputs: ConvertInputs) -> list[Path]:
     """4-bit weights in blocks (ONNX Runtime's MatMulNBits), dequantized inside the kernel."""
+    fp32, destination, block_size = inputs.source, inputs.destination, inputs.q4_block_size
     onnx = _import_onnx()
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

@@ -1,14 +1,17 @@
-"""OpenVINO IR variants, converted from the fp32 ONNX graph."""
+"""OpenVINO IR variants, converted from the fp32 ONNX graph: one converter per dtype."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgembed.runtime.errors import MissingDependencyError
 
+from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL
 
 # Activation group of the CPU plugin's dynamic quantization for the q8 IR, stored in the IR's
@@ -68,48 +71,74 @@ def activation_group(model) -> int:
     return min([Q8_ACTIVATION_GROUP] + [width // 2 for width in widths if width >= 2])
 
 
-def convert(onnx_fp32: Path, dtype: str, destination: Path,
-            calibration: list[dict[str, np.ndarray]] | None = None,
-            status: Callable[[str], None] | None = None) -> list[Path]:
-    """Write the IR (.xml + .bin) of `dtype` converted from the fp32 ONNX file; returns both paths.
+def convert_fp32(inputs: ConvertInputs) -> list[Path]:
+    """The IR of the fp32 graph as it is."""
+    return _write_ir(inputs, "preparing the IR", lambda model: model)
 
-    `calibration` (one feed dict per text) is needed for q8-static only; `status` hears which part is running.
-    """
+
+def convert_fp16(inputs: ConvertInputs) -> list[Path]:
+    """Large weights stored as f16 and widened at load; arithmetic stays f32."""
+    return _write_ir(inputs, "storing the weights as fp16", _weights_as_fp16)
+
+
+def convert_q8(inputs: ConvertInputs) -> list[Path]:
+    """int8 weights with a zero point per output channel; activations quantized by the CPU plugin at run time."""
+    return _write_ir(inputs, "nncf: q8 compression", _int8_asym_weights)
+
+
+def convert_q8_static(inputs: ConvertInputs) -> list[Path]:
+    """int8 weights and activations, calibrated on the calibration feeds."""
+    if not inputs.calibration:
+        raise ValueError("q8-static needs calibration feeds")
+    return _write_ir(inputs, "nncf: q8-static quantization", partial(_int8_static, calibration=inputs.calibration))
+
+
+def convert_q4(inputs: ConvertInputs) -> list[Path]:
+    """4-bit symmetric weights in groups of 32."""
+    return _write_ir(inputs, "nncf: q4 compression", _int4_sym_weights)
+
+
+def _write_ir(inputs: ConvertInputs, step: str, change: Callable[[Any], Any]) -> list[Path]:
+    """Read the fp32 ONNX graph into OpenVINO, apply this dtype's `change`, write the IR; returns .xml and .bin."""
     ov = _import_openvino()
-    say = status or (lambda _: None)
-    say("reading the ONNX graph into OpenVINO")
-    model = ov.convert_model(str(onnx_fp32))
-    say(f"nncf: {dtype} compression" if dtype != "fp32" else "preparing the IR")
-    if dtype == "q8":
-        nncf = _import_nncf()
-        group = activation_group(model)  # read from the float weights, before compression rewires them
-        # Asymmetric: a zero point per output channel; far closer to fp32 than INT8_SYM on non-Latin text at the
-        # same speed (docs/q8-recipe.md, eighth session).
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        model.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
-    elif dtype == "q4":
-        nncf = _import_nncf()
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=1.0)
-    elif dtype == "q8-static":
-        nncf = _import_nncf()
-        if not calibration:
-            raise ValueError("q8-static needs calibration feeds")
-        # Attention products stay float: the sliding-window scores carry a float32-min mask that no int8
-        # range survives (cosine min 0.79 on the tiny model with them quantized, 0.98 without).
-        model = nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(calibration),
-                              ignored_scope=nncf.IgnoredScope(names=_activation_matmuls(model), validate=False))
-    if dtype == "fp16":
-        _store_weights_as_fp16(ov, model)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    say("writing the IR")
+    inputs.say("reading the ONNX graph into OpenVINO")
+    model = ov.convert_model(str(inputs.source))
+    inputs.say(step)
+    model = change(model)
+    inputs.destination.parent.mkdir(parents=True, exist_ok=True)
+    inputs.say("writing the IR")
     # compress_to_fp16 would also round the small constants (it defaults to True: always pass it).
-    ov.save_model(model, str(destination), compress_to_fp16=False)
-    return [destination, destination.with_suffix(".bin")]
+    ov.save_model(model, str(inputs.destination), compress_to_fp16=False)
+    return [inputs.destination, inputs.destination.with_suffix(".bin")]
 
 
-def _store_weights_as_fp16(ov, model) -> None:
+def _int8_asym_weights(model):
+    nncf = _import_nncf()
+    group = activation_group(model)  # read from the float weights, before compression rewires them
+    # Asymmetric: a zero point per output channel; far closer to fp32 than INT8_SYM on non-Latin text at the
+    # same speed (docs/q8-recipe.md, eighth session).
+    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    model.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    return model
+
+
+def _int8_static(model, *, calibration: list[dict[str, np.ndarray]]):
+    nncf = _import_nncf()
+    # Attention products stay float: the sliding-window scores carry a float32-min mask that no int8
+    # range survives (cosine min 0.79 on the tiny model with them quantized, 0.98 without).
+    return nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(calibration),
+                         ignored_scope=nncf.IgnoredScope(names=_activation_matmuls(model), validate=False))
+
+
+def _int4_sym_weights(model):
+    nncf = _import_nncf()
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=1.0)
+
+
+def _weights_as_fp16(model):
     """Replace every large f32 Constant by an f16 Constant and a Convert back to f32 (decompressed at load)."""
+    ov = _import_openvino()
     import openvino.opset13 as opset
 
     for node in model.get_ordered_ops():
@@ -124,3 +153,4 @@ def _store_weights_as_fp16(ov, model) -> None:
         widened.set_friendly_name(node.get_friendly_name())
         for consumer in list(node.output(0).get_target_inputs()):
             consumer.replace_source_output(widened.output(0))
+    return model

@@ -25,6 +25,7 @@ from edgembed.runtime.tokenization import TextTokenizer
 
 from . import onnx_variants
 from .attention import ATTENTION_MODES, DEFAULT_ATTENTION, efficient_attention
+from .converting import ConvertInputs
 from .embedding_ranges import ranges_recipe, record_ranges
 from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
@@ -34,7 +35,12 @@ from .reference import load_reference_model, reference_embeddings
 from .source import Source, resolve
 from .validate import REFERENCE, load_variant, measure_variant
 from .validation_texts import validation_texts
-from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS, RECIPES, SUPPORTED, ConvertInputs, Recipe, find_recipe
+from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FILE_FORMATS, FORMATS, RECIPES, SUPPORTED, Recipe, find_recipe
+
+# The fp32 ONNX graph every converter starts from is the onnx/fp32 variant's file.
+FP32_ONNX = find_recipe("onnx", "fp32")
+# Where the fp32 graph of standard ONNX ops waits while its converters run (with efficient attention only).
+STANDARD_OPS_DIR = ".standard-ops-source"
 
 
 @dataclass
@@ -108,14 +114,15 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         steps.next("exporting the fp32 ONNX graph with optimum")
         manifest.attention = _attention_mode(request.attention, config, emit)
         emit.status("tracing the model for ONNX Runtime")
-        fp32_files = _export_graph(model, out / find_recipe("onnx", "fp32").file, request.opset, manifest.attention,
+        fp32_files = _export_graph(model, out / FP32_ONNX.file, request.opset, manifest.attention,
                                    onnxruntime_ops=True)
-        sources = {"onnx": fp32_files[0], "openvino": fp32_files[0]}
-        if manifest.attention == "efficient" and "openvino" in request.formats:
-            # ONNX Runtime's contrib ops are not OpenVINO's: its graph gets plain global attention and RoPE.
-            emit.status("tracing the model again, with standard ops, for OpenVINO")
-            sources["openvino"] = _export_graph(model, out / ".openvino-source" / "model.onnx", request.opset,
-                                                manifest.attention, onnxruntime_ops=False)[0]
+        standard_ops = fp32_files[0]  # the same graph unless the attention is efficient
+        if manifest.attention == "efficient" and not all(FILE_FORMATS[r.format].onnxruntime_ops for r in recipes):
+            # ONNX Runtime's contrib ops are not other engines': their graph gets plain global attention and RoPE.
+            emit.status("tracing the model again, with standard ops, for the other engines")
+            standard_ops = _export_graph(model, out / STANDARD_OPS_DIR / "model.onnx", request.opset,
+                                         manifest.attention, onnxruntime_ops=False)[0]
+        sources = {fmt: fp32_files[0] if spec.onnxruntime_ops else standard_ops for fmt, spec in FILE_FORMATS.items()}
         del model  # the PyTorch weights are not needed past here: every later step reads the ONNX files
         gc.collect()
         calibration = None
@@ -131,10 +138,10 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
             manifest.variants.append(variant)
             if ranges is not None:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
                 manifest.embedding_ranges = ranges
-        if not ("onnx" in request.formats and "fp32" in request.dtypes):
+        if FP32_ONNX not in recipes:  # exported as every converter's source, not asked for itself
             for path in fp32_files:
                 path.unlink()
-        shutil.rmtree(out / ".openvino-source", ignore_errors=True)
+        shutil.rmtree(out / STANDARD_OPS_DIR, ignore_errors=True)
         steps.next(f"writing {request.output}")
         manifest.write(out)
         _move_into_place(out, request.output, request.overwrite)
@@ -145,9 +152,10 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
                           sources: dict[str, Path], calibration, texts: list[str], reference: np.ndarray,
                           retrieval, progress: Progress, ranges: bool) -> tuple[Variant, EmbeddingRanges | None]:
     """Convert one variant and check it; with `ranges`, also measure the int8/uint8 output ranges with it."""
+    alternates = {family: out / path for family, path in (recipe.alternates or {}).items()}
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
-                                         calibration=calibration, q4_block_size=request.q4_block_size,
-                                         status=progress.status))
+                                         calibration=calibration, alternates=alternates,
+                                         q4_block_size=request.q4_block_size, status=progress.status))
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
                       precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
                       portable=recipe.portable, alternates=dict(recipe.alternates or {}))

@@ -41,6 +41,7 @@ import numpy as np
 
 from edgembed.runtime.errors import MissingDependencyError
 
+from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL
 
 THRESHOLD = 0.5  # channels above THRESHOLD x p90 of the channel maxima are smoothed
@@ -74,6 +75,12 @@ def _imports():
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "onnxruntime", "export", install=EXPORT_INSTALL) from None
     return onnx, onnxruntime, QuantType, quantize_dynamic
+
+
+def convert_q8(inputs: ConvertInputs) -> list[Path]:
+    """The q8 graph, then its uint8 twin at each of the recipe's alternates (the no-vnni family's file)."""
+    primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
+    return primary + [twin for path in inputs.alternates.values() for twin in write_uint8_twin(primary[0], path)]
 
 
 def quantize_q8(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgembed.evaluation.evaluate import cosine_per_row
 from edgembed.runtime import Embedder, Fidelity, LoadOptions, Manifest, Speed, Variant, int8_path
-from edgembed.runtime.backends import backend_for_format
+from edgembed.runtime.backends import backends_for_format
 from edgembed.runtime.cpu import cpu_model
 
 REFERENCE = "pytorch fp32, transformers AutoModel"
@@ -17,9 +17,9 @@ REFERENCE = "pytorch fp32, transformers AutoModel"
 def load_variant(directory: Path, manifest: Manifest, variant: Variant) -> Embedder:
     """The variant as a user would load it (same runtime code), from the manifest being built."""
     trial = Manifest(**{**manifest.__dict__, "variants": [variant]})
-    backend = backend_for_format(variant.format)
+    engines = backends_for_format(variant.format)  # validated on the engine that prefers its format
     return Embedder.from_manifest(directory, trial,
-                                  LoadOptions(variant=variant.dtype, backend=backend.name if backend else None))
+                                  LoadOptions(variant=variant.dtype, backend=engines[0].name if engines else None))
 
 
 def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,

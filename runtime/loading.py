@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .backends import Backend, BackendOptions, Compile, check_graph
+from .backends import Backend, BackendOptions, Compile, check_graph, engine_options
 from .cpu import int8_path
 from .errors import ChecksumError, InvalidArgumentError, ManifestError, ModelFileError, check_int_range
 from .manifest import MANIFEST_NAME, Manifest, Variant
@@ -91,16 +91,15 @@ def open_model(directory: Path, manifest: Manifest, variant: Variant, backend_na
         raise ManifestError(directory / MANIFEST_NAME,
                             f"pad_token_id {manifest.pad_token_id} is not an id of the tokenizer "
                             f"(0 to {tokenizer.vocab_size - 1}); re-export the model")
-    on_cpu = all(name == "CPUExecutionProvider" for name in options.providers or ())
-    stream_count, total_threads = resolve_streams(options.streams, options.threads, on_cpu)
-    engine = BackendOptions(threads=total_threads, streams=stream_count, precision_hint=variant.precision_hint,
-                            providers=options.providers)
-    backend = compile(backend_name, model_path, variant.output, engine)
+    engine = engine_options(backend_name, variant, {"providers": options.providers})
+    stream_count, total_threads = resolve_streams(options.streams, options.threads, engine.on_cpu)
+    shared = BackendOptions(threads=total_threads, streams=stream_count, engine=engine)
+    backend = compile(backend_name, model_path, variant.output, shared)
     latency = None
     try:
         check_graph(backend, model_path, manifest.hidden_size)
         if options.latency_copy and stream_count > 1:
-            latency = compile(backend_name, model_path, variant.output, replace(engine, streams=1))
+            latency = compile(backend_name, model_path, variant.output, replace(shared, streams=1))
     except BaseException:
         backend.close()
         raise

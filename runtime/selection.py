@@ -1,4 +1,5 @@
-"""Which variant and backend to load: an explicit request, the default, or `auto`, all from one order table.
+"""Which variant and backend to load: an explicit request, the default, or `auto`, all from one rank table
+(preference.py).
 
 - Both named: exactly that pair.
 - One or both left out (None): the first pair of the order for this CPU that is exported, installed, passed
@@ -15,25 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backends import BACKENDS, backend_for_format, installed_backends
+from .backends import BACKENDS, backends_for_format, installed_backends
 from .cpu import INT8_PATHS, Int8Path, cpu_model
 from .defaults import AUTO_MIN_COSINE
 from .errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from .manifest import Manifest, Variant
+from .preference import ranks_for
 
-# (dtype, backend) by preference, per int8 family. Measured speed-ups over PyTorch (ModernBERT-base shape,
-# 2 threads; docs/speed.md): on VNNI hosts both q8s lead; on AVX2-only hosts the OpenVINO int8 IR runs no
-# faster than its float IRs, so ONNX Runtime's q8 and fp32 come first.
-ORDER = {
-    "vnni": [("q8", "onnxruntime"), ("q8", "openvino"), ("q8-static", "openvino"), ("fp32", "onnxruntime"),
-             ("fp32", "openvino"), ("fp16", "openvino"), ("fp16", "onnxruntime"), ("q4", "openvino"),
-             ("q4", "onnxruntime")],
-    "no-vnni": [("q8", "onnxruntime"), ("fp32", "onnxruntime"), ("fp32", "openvino"), ("fp16", "openvino"),
-                ("q8", "openvino"), ("q8-static", "openvino"), ("fp16", "onnxruntime"), ("q4", "onnxruntime"),
-                ("q4", "openvino")],
-}
-ORDER["arm"] = ORDER["no-vnni"]
-ORDER["unknown"] = ORDER["vnni"]
 CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -115,12 +104,15 @@ def _auto(usable: list[tuple[str, str, Variant]], wanted: list[tuple[str, str, V
 
 
 def exported_pairs(manifest: Manifest) -> list[tuple[str, str, Variant]]:
-    pairs = []
+    """Every (dtype, backend) pair the manifest's variants give, in the manifest's order; when a backend runs
+    several formats of one dtype, the file of the format it prefers."""
+    chosen: dict[tuple[str, str], Variant] = {}
     for variant in manifest.variants:
-        spec = backend_for_format(variant.format)
-        if spec is not None:
-            pairs.append((variant.dtype, spec.name, variant))
-    return pairs
+        for spec in backends_for_format(variant.format):
+            held = chosen.get((variant.dtype, spec.name))
+            if held is None or spec.formats.index(variant.format) < spec.formats.index(held.format):
+                chosen[(variant.dtype, spec.name)] = variant
+    return [(dtype, name, variant) for (dtype, name), variant in chosen.items()]
 
 
 def runnable_variants(manifest: Manifest) -> list[tuple[str, str]]:
@@ -131,8 +123,8 @@ def runnable_variants(manifest: Manifest) -> list[tuple[str, str]]:
 
 def _ordered(exported: list[tuple[str, str, Variant]], int8_path: Int8Path) -> list[tuple[str, str, Variant]]:
     """Exported pairs in the order for this CPU; pairs the order does not list come last, as exported."""
-    rank = {pair: index for index, pair in enumerate(ORDER.get(int8_path.family, ORDER["unknown"]))}
-    return sorted(exported, key=lambda item: rank.get((item[0], item[1]), len(rank)))
+    ranks = ranks_for(int8_path.family)
+    return sorted(exported, key=lambda item: ranks.get((item[0], item[1]), float("inf")))
 
 
 def _check_names(manifest: Manifest, variant: str | None, backend: str | None,

@@ -17,7 +17,7 @@ from conftest import DTYPES
 
 from edgembed.cli import main
 from edgembed.export.synthetic import LOCAL_WINDOW, build_tiny_modernbert, real_sentences
-from edgembed.runtime.backends import BACKENDS, BackendOptions, compile_graph
+from edgembed.runtime.backends import BACKENDS, BackendOptions, compile_graph, engine_options
 from edgembed.runtime.manifest import Manifest
 from edgembed.runtime.tokenization import TextTokenizer
 
@@ -73,9 +73,9 @@ def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def load_graph(out, dtype: str, backend: str):
-    variant = Manifest.read(out).find(BACKENDS[backend].format, dtype)
+    variant = Manifest.read(out).find(BACKENDS[backend].formats[0], dtype)
     return compile_graph(backend, out / variant.model_file, variant.output,
-                        BackendOptions(precision_hint=variant.precision_hint))
+                        BackendOptions(engine=engine_options(backend, variant, {})))
 
 
 def boundary_batch(long_ids: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:

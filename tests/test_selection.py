@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from edgembed.runtime.backends import installed_backends
+from edgembed.runtime import backends
+from edgembed.runtime.backends import BackendSpec, installed_backends
 from edgembed.runtime.cpu import INT8_PATHS, cpu_model
 from edgembed.runtime.errors import MissingDependencyError, NoVariantError, UnknownChoiceError
 from edgembed.runtime.manifest import Fidelity, FileEntry, Manifest, Speed, Variant
-from edgembed.runtime.selection import runnable_variants, select
+from edgembed.runtime.preference import preference_order
+from edgembed.runtime.selection import exported_pairs, runnable_variants, select
 
 VNNI, AVX2 = INT8_PATHS["avx512_vnni"], INT8_PATHS["avx2"]
 BOTH = ["onnxruntime", "openvino"]
@@ -111,7 +113,8 @@ def test_auto_suggests_the_extra_only_when_it_is_missing():
 def test_unknown_names_list_the_options(full):
     with pytest.raises(UnknownChoiceError, match="'q4'; available: 'auto', 'fp16', 'fp32', 'q8'"):
         select(full, variant="q4", backend=None, installed=BOTH, int8_path=VNNI)
-    with pytest.raises(UnknownChoiceError, match="'tensorrt'; available: 'auto', 'onnxruntime', 'openvino'"):
+    every_backend = ", ".join(repr(name) for name in sorted([*backends.BACKENDS, "auto"]))
+    with pytest.raises(UnknownChoiceError, match=f"'tensorrt'; available: {every_backend}"):
         select(full, variant=None, backend="tensorrt", installed=BOTH, int8_path=VNNI)
 
 
@@ -126,3 +129,31 @@ def test_runnable_variants_are_the_exported_pairs_an_installed_engine_runs(full)
     expected = [(dtype, engines[fmt]) for fmt in ("onnx", "openvino") for dtype in ("fp32", "fp16", "q8")
                 if engines[fmt] in installed_backends()]
     assert runnable_variants(full) == expected
+
+
+# The orders measured for each int8 family (docs/speed.md); a change to them is a decision, not a side effect.
+# A new (dtype, engine) pair may take any place; these keep their order among themselves.
+VNNI_ORDER = [("q8", "onnxruntime"), ("q8", "openvino"), ("q8-static", "openvino"), ("fp32", "onnxruntime"),
+              ("fp32", "openvino"), ("fp16", "openvino"), ("fp16", "onnxruntime"), ("q4", "openvino"),
+              ("q4", "onnxruntime")]
+NO_VNNI_ORDER = [("q8", "onnxruntime"), ("fp32", "onnxruntime"), ("fp32", "openvino"), ("fp16", "openvino"),
+                 ("q8", "openvino"), ("q8-static", "openvino"), ("fp16", "onnxruntime"), ("q4", "onnxruntime"),
+                 ("q4", "openvino")]
+
+
+@pytest.mark.parametrize(("family", "expected"), [("vnni", VNNI_ORDER), ("no-vnni", NO_VNNI_ORDER),
+                                                  ("arm", NO_VNNI_ORDER), ("unknown", VNNI_ORDER),
+                                                  ("a family edgembed has never seen", VNNI_ORDER)])
+def test_each_cpu_family_keeps_its_measured_order(family, expected):
+    assert [pair for pair in preference_order(family) if pair in expected] == expected
+
+
+def test_an_engine_that_runs_two_formats_takes_the_file_of_the_one_it_prefers(monkeypatch):
+    both = BackendSpec("openvino", ("openvino", "onnx"), "openvino", "openvino", "openvino_backend:OpenVinoBackend")
+    monkeypatch.setitem(backends.BACKENDS, "openvino", both)
+    manifest = _manifest(_variant("onnx", "fp32"), _variant("onnx", "q4"), _variant("openvino", "fp32"))
+    pairs = [(dtype, name, found.name) for dtype, name, found in exported_pairs(manifest) if name in BOTH]
+    assert pairs == [("fp32", "onnxruntime", "onnx/fp32"), ("fp32", "openvino", "openvino/fp32"),
+                     ("q4", "onnxruntime", "onnx/q4"), ("q4", "openvino", "onnx/q4")]
+    chosen = select(manifest, variant="q4", backend="openvino", installed=BOTH, int8_path=VNNI)
+    assert (chosen.variant.name, chosen.backend) == ("onnx/q4", "openvino")

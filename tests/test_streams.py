@@ -6,7 +6,7 @@ import pytest
 from conftest import cosines
 
 from edgembed.runtime import Embedder
-from edgembed.runtime.backends import BackendOptions, compile_graph
+from edgembed.runtime.backends import BackendOptions, compile_graph, engine_options
 from edgembed.runtime.manifest import Manifest
 from edgembed.runtime.streams import STREAM_BATCH_TOKENS, resolve_streams
 
@@ -98,7 +98,7 @@ def test_openvino_compiles_one_stream_per_caller(tiny_export):
     # The manifest's precision hint, as Embedder.load passes it: without it, AMX CPUs compile this IR in bf16,
     # and OpenVINO 2026.4 crashed (SIGFPE) compiling the tiny model so with 2 streams on 2 cores.
     backend = compile_graph("openvino", tiny_export / variant.model_file, variant.output,
-                            BackendOptions(threads=2, streams=2, precision_hint=variant.precision_hint))
+                            BackendOptions(threads=2, streams=2, engine=engine_options("openvino", variant, {})))
     assert int(backend._compiled.get_property("NUM_STREAMS")) == 2
 
 

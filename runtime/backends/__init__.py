@@ -1,31 +1,41 @@
 """Backends run an exported graph and nothing else. BACKENDS is the one table of them: adding an engine is one
-row here plus its module with a class that follows `Backend`."""
+row here plus its module with a class that follows `Backend` (and its ranks in runtime/preference.py)."""
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ..errors import ModelFileError, UnknownChoiceError
+from ..errors import InvalidTypeError, ModelFileError, UnknownChoiceError
+from ..manifest import Variant
 from ..tokenization import Batch
+
+OptionsType = TypeVar("OptionsType")
+
+
+class EngineOptions(Protocol):
+    """An engine's own options (OnnxRuntimeOptions, OpenVinoOptions...), built by its class's `options_for`."""
+
+    @property
+    def on_cpu(self) -> bool: ...  # False when it runs on another device, where one stream is the default
 
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Settings a backend applies when it compiles a graph.
+    """Settings every backend applies when it compiles a graph, and the engine's own.
 
     `streams`: how many callers will run the graph at the same time; the `threads` are shared among them.
+    `engine`: the engine's own options (see `engine_options`); None gives the engine's defaults.
     """
 
     threads: int | None = None
     streams: int = 1
-    precision_hint: str | None = None
-    providers: tuple[str, ...] | None = None
+    engine: EngineOptions | None = None
 
 
 class Backend(Protocol):
@@ -33,13 +43,17 @@ class Backend(Protocol):
     threads at once (up to `BackendOptions.streams` of them run in parallel).
 
     `inputs`: the graph's declared inputs and their types; `output_width`: the declared last dimension of the
-    output (None when the graph leaves it dynamic). `close()` releases the engine's memory (a run in progress
+    output (None when the graph leaves it dynamic). `options_for` builds the engine's own options for a variant
+    from the load settings its BackendSpec names. `close()` releases the engine's memory (a run in progress
     finishes first); `run` is not called after it.
     """
 
     name: str
     inputs: dict[str, np.dtype]
     output_width: int | None
+
+    @classmethod
+    def options_for(cls, variant: Variant, **settings: Any) -> EngineOptions: ...
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -51,36 +65,66 @@ Compile = Callable[[str, Path, str, BackendOptions], Backend]
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One engine: the file format it runs, the package it needs, the pip extra that installs it, its class."""
+    """One engine: the file formats it runs (the one it prefers first), the package it needs, the pip extra that
+    installs it, its class, and the load settings that are its own (Embedder.load's `providers`...)."""
 
     name: str
-    format: str
+    formats: tuple[str, ...]
     module: str
     extra: str
     implementation: str  # "module:Class", imported only when the backend is used
+    settings: tuple[str, ...] = ()
 
 
 BACKENDS = {spec.name: spec for spec in (
-    BackendSpec("onnxruntime", "onnx", "onnxruntime", "onnx", "onnxruntime_backend:OnnxRuntimeBackend"),
-    BackendSpec("openvino", "openvino", "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
+    BackendSpec("onnxruntime", ("onnx",), "onnxruntime", "onnx", "onnxruntime_backend:OnnxRuntimeBackend",
+                settings=("providers",)),
+    BackendSpec("openvino", ("openvino",), "openvino", "openvino", "openvino_backend:OpenVinoBackend"),
 )}
 FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Padded tokens of a run above which the engine gives back the memory the run grew (docs/memory.md).
 LARGE_RUN_TOKENS = 4096
 
 
-def backend_for_format(fmt: str) -> BackendSpec | None:
-    """The backend that runs files of this format."""
-    return next((spec for spec in BACKENDS.values() if spec.format == fmt), None)
+def backends_for_format(fmt: str) -> list[BackendSpec]:
+    """The backends that run files of this format: those that prefer it first, then in table order."""
+    running = [spec for spec in BACKENDS.values() if fmt in spec.formats]
+    return sorted(running, key=lambda spec: spec.formats.index(fmt))
 
 
 def compile_graph(name: str, path: Path, output: str, options: BackendOptions) -> Backend:
     """Compile the graph at `path` with the backend called `name` (the default `Compile`)."""
+    return _backend_class(name)(path, output, options)
+
+
+def engine_options(name: str, variant: Variant, settings: Mapping[str, object]) -> EngineOptions:
+    """The options of backend `name` for `variant`, from the load settings that are its own; a setting that is
+    another engine's is left to it (None means not given)."""
+    backend = _backend_class(name)
+    known = {key for spec in BACKENDS.values() for key in spec.settings}
+    unknown = [key for key in settings if key not in known]
+    if unknown:
+        raise UnknownChoiceError("engine setting", unknown[0], known)
+    own = {key: value for key, value in settings.items() if key in BACKENDS[name].settings and value is not None}
+    return backend.options_for(variant, **own)
+
+
+def own_options(options: BackendOptions, kind: type[OptionsType], backend: str) -> OptionsType:
+    """A backend's own part of `options`: its defaults when there is none; another engine's options are refused."""
+    if options.engine is None:
+        return kind()
+    if not isinstance(options.engine, kind):
+        raise InvalidTypeError("BackendOptions.engine", options.engine, f"{kind.__name__} for backend {backend!r}",
+                               f"build it with engine_options({backend!r}, variant, settings)")
+    return options.engine
+
+
+def _backend_class(name: str) -> Any:  # the class the table names: built with (path, output, options)
     if name not in BACKENDS:
         raise UnknownChoiceError("backend", name, BACKENDS)
     module_name, class_name = BACKENDS[name].implementation.split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return getattr(module, class_name)(path, output, options)
+    return getattr(module, class_name)
 
 
 def build_feeds(declared: dict[str, np.dtype], batch: Batch) -> dict[str, np.ndarray]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MissingDependencyError, ModelFileError
+from ..manifest import Variant
 from ..memory import drop_file_pages, trim_heap
-from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line
+from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line, own_options
 
 # The CPU plugin compiles kernels and keeps buffers for every input shape it meets; rounding the length up
 # bounds the shapes of a server's traffic (docs/memory.md: 1 x 11..129 tokens, then 2..8 x 100..139, took
@@ -23,20 +25,36 @@ def bucket_length(length: int) -> int:
     return -(-length // step) * step
 
 
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """OpenVINO's own settings: the INFERENCE_PRECISION_HINT the variant's manifest entry records."""
+
+    precision_hint: str | None = None
+
+    @property
+    def on_cpu(self) -> bool:
+        return True  # the CPU device is the only one edgembed compiles for
+
+
 class OpenVinoBackend:
     """Runs an OpenVINO IR (.xml + .bin) on the CPU: one compiled model, an InferRequest per concurrent caller."""
 
     name = "openvino"
+
+    @classmethod
+    def options_for(cls, variant: Variant) -> OpenVinoOptions:
+        return OpenVinoOptions(precision_hint=variant.precision_hint)
 
     def __init__(self, path: Path, output: str, options: BackendOptions) -> None:
         try:
             import openvino as ov
         except ImportError:
             raise MissingDependencyError("openvino", BACKENDS[self.name].extra) from None
+        own = own_options(options, OpenVinoOptions, self.name)
         config: dict[str, str] = {}
-        if options.precision_hint:
+        if own.precision_hint:
             # Without it, CPUs with bf16 or AMX silently run an f32 model in bf16.
-            config["INFERENCE_PRECISION_HINT"] = options.precision_hint
+            config["INFERENCE_PRECISION_HINT"] = own.precision_hint
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
         if options.streams > 1:  # one stream per concurrent caller, each with its share of the threads
