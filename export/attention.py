@@ -14,11 +14,10 @@ swaps each attention module's forward, for the length of an export, for one that
   1, keys get 0 for real tokens and a large negative number for padding, so padded keys score -inf-like and
   get no weight, and the kernel still takes its flash path.
   The OpenVINO graph keeps its additive key-padding bias on purpose. The same extra dimension there (queries
-  scaled first, nothing between the product and the softmax) saved 4% per global layer (0.465 -> 0.445 s,
-  12 heads x 8192 tokens, bf16). But OpenVINO 2026.4's f32 kernel for that pattern is wrong on every later
-  call once its first call had a 1-token input (max abs error 1.7 to 25 in a standalone reproduction; the
-  one-text boundary test in tests/test_long_context.py caught it). A q8 IR on a CPU without bf16 runs that
-  f32 kernel.
+  scaled first, nothing between the product and the softmax) was a little faster per global layer. But
+  OpenVINO 2026.4's f32 kernel for that pattern is wrong on every later call once its first call had a 1-token
+  input (the one-text boundary test in tests/test_long_context.py caught it; docs/long-documents.md). A q8 IR
+  on a CPU without bf16 runs that f32 kernel.
 
 With `onnxruntime_ops=True` the graph also applies RoPE with `com.microsoft.RotaryEmbedding` (one pass
 instead of rotate_half's Slice/Neg/Concat/Mul/Add) and computes Q, K and V as three MatMuls instead of one
@@ -132,7 +131,7 @@ def _split_linear(linear, x, parts: int, torch) -> list:
     """linear(x).chunk(parts, dim=-1), computed as one MatMul per block of weight rows.
 
     The weight slices are constants to the exporter, so each part gets its own initializer, and the graph
-    has no Split/Slice copying the product (measured on ModernBERT-base q8, 32 x 128 tokens: 86 ms of 1.2 s).
+    has no Split/Slice copying the product (docs/notes/2026-12-06-figures-from-code.md).
     """
     weights = linear.weight.chunk(parts, dim=0)
     biases = linear.bias.chunk(parts) if linear.bias is not None else [None] * parts
@@ -222,8 +221,7 @@ class _LocalWindows:
     shorter than h is one block of its own length: short texts do the arithmetic of the standard L x L attention.
     The additive mask keeps |i - j| <= h and real tokens; the final slice drops the queries past the end of
     the last block. b and K come from the shapes of sliced position ranges, so the trace keeps them functions
-    of L. Measured on ModernBERT-base (fp32, 2 threads): blocks of 16 or 32 queries (fewer wasted keys, more
-    small MatMuls) were 2-8% slower at 512-2048 tokens; a fixed K = 3h made 16-token texts 5-10% slower.
+    of L. Smaller blocks of queries and a fixed K = 3h were both slower (docs/notes/2026-12-06-figures-from-code.md).
     """
 
     def __init__(self, valid, window: int, heads: int, torch) -> None:

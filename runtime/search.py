@@ -25,7 +25,7 @@ BLOCK_BUDGET = 32 * 2**20
 MIN_BLOCK_ROWS = 256
 MAX_BLOCK_ROWS = 65536  # enough blocks to keep every thread busy to the end
 BLAS_MIN_QUERIES = 8  # fewer queries than this are scored without BLAS (see _dot)
-CONVERT_ROWS = 512  # int8 rows turned into float32 at a time: converting a whole block first was ~4x slower
+CONVERT_ROWS = 512  # int8 rows turned into float32 at a time: a whole block at once was slower (docs/notes)
 # The default shortlist is k x max(MIN_RESCORE_MULTIPLIER, ceil(SHORTLIST_DIMENSIONS / dimensions)) rows: fewer
 # dimensions rank less surely in the first pass (384: x8, 768 and more: x4; docs/vectors.md).
 MIN_RESCORE_MULTIPLIER = 4
@@ -194,7 +194,7 @@ class _Pass:
 
 def _dot(queries: np.ndarray, block: np.ndarray) -> np.ndarray:
     """queries x block.T. A few queries go through einsum's own loop: BLAS's matrix-vector product, threaded on
-    its own, was 1.5-2x slower inside the block threads (measured with 1 and 4 queries on 65,536 x 384)."""
+    its own, was slower inside the block threads (docs/notes/2026-12-06-figures-from-code.md)."""
     if len(queries) < BLAS_MIN_QUERIES:
         return np.einsum("qd,bd->qb", queries, block)
     return queries @ block.T

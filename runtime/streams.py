@@ -17,8 +17,7 @@ from .errors import InvalidArgumentError
 
 Item = TypeVar("Item")
 # Padded tokens per batch on a stream (fewer when max_batch_tokens / streams is smaller). Small batches keep
-# their activations in the CPU's caches and keep the streams evenly loaded: ModernBERT-base q8, 2 streams, 60
-# mixed texts took 2.6 s (openvino) and 2.9 s (onnxruntime) at 512 against 4.0 s and 4.7 s at 8192.
+# their activations in the CPU's caches and the streams evenly loaded (docs/notes/2026-12-06-figures-from-code.md).
 STREAM_BATCH_TOKENS = 512
 
 

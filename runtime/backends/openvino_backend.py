@@ -13,8 +13,7 @@ from ..memory import drop_file_pages, trim_heap
 from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line, own_options
 
 # The CPU plugin compiles kernels and keeps buffers for every input shape it meets; rounding the length up
-# bounds the shapes of a server's traffic (docs/memory.md: 1 x 11..129 tokens, then 2..8 x 100..139, took
-# 857 MB exact, 420 MB rounded to 8, 368 MB to 16). Steps of 8 keep the padding of a batch under 8 tokens.
+# bounds the shapes of a server's traffic (docs/memory.md). Steps of 8 keep the padding of a batch under 8 tokens.
 LENGTH_STEPS = ((512, 8), (2048, 32))  # (up to this length, round up to a multiple of this)
 LONG_STEP = 128
 
