@@ -26,6 +26,9 @@ DEFAULT_CALIBRATION = 300  # texts over all domains
 # step of a large model's export (docs/export.md); `edgembed eval` measures with the full sizes.
 EXPORT_CHECK_QUERIES = 10
 EXPORT_CHECK_DOCUMENTS = 100
+# Long documents cost about 15 times the tokens of the others (and attention grows faster than that): the
+# export's check keeps this many of them.
+EXPORT_CHECK_LONG_DOCUMENTS = 20
 # Sentence ends: Latin and Cyrillic after a space, CJK full-width marks at once, the Arabic question mark.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])")
 PYTHON = "CPython's own documentation and standard library, this interpreter (PSF-2.0)"
@@ -289,6 +292,16 @@ class Suite:
         for turn in range(max((len(p) for p in pools), default=0)):
             taken += [pool[turn] for pool in pools if turn < len(pool)]
         return taken[:count]
+
+
+def export_check_suite(queries: int = EXPORT_CHECK_QUERIES, documents: int = EXPORT_CHECK_DOCUMENTS) -> Suite:
+    """The suite of the export's retrieval check: `queries` x `documents` per domain, at most
+    EXPORT_CHECK_LONG_DOCUMENTS of them long."""
+    suite = evaluation_suite(queries, documents)
+    if "long" in suite.domains:
+        long_queries, long_documents = suite.domains["long"]
+        suite.domains["long"] = (long_queries, long_documents[:EXPORT_CHECK_LONG_DOCUMENTS])
+    return suite
 
 
 def evaluation_suite(queries: int = DEFAULT_QUERIES, documents: int = DEFAULT_DOCUMENTS,

@@ -15,7 +15,7 @@ from edgembed.evaluation.domains import (
     EXPORT_CHECK_QUERIES,
     calibration_texts,
     describe_calibration,
-    evaluation_suite,
+    export_check_suite,
 )
 from edgembed.evaluation.evaluate import encode_suite, suite_fidelity
 from edgembed.runtime.backends import build_feeds
@@ -102,7 +102,7 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
         manifest.calibration = describe_calibration(request.calibration_texts)
         texts = validation_texts()
-        suite = (evaluation_suite(request.eval_queries, request.eval_documents)
+        suite = (export_check_suite(request.eval_queries, request.eval_documents)
                  if request.eval_queries and request.eval_documents else None)
         everything = texts + (suite.flatten() if suite else [])
         steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
