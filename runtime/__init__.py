@@ -4,6 +4,7 @@
     model = Embedder.load("out", variant="q8")
     vectors = model.encode_query(["how do I bake bread?"])
 """
+from . import defaults
 from .cpu import Int8Path, int8_path
 from .embedder import Embedder, EncodeStats
 from .encode_plan import EncodePlan
@@ -40,6 +41,7 @@ __all__ = [
     "EdgembedError",
     "EmbeddingRanges",
     "Embedder",
+    "defaults",
     "EncodeOptions",
     "EncodePlan",
     "EncodeStats",

@@ -11,10 +11,10 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="install the jobs extra: pip install -e '.[jobs]'")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from edgembed.jobs import embed_file  # noqa: E402
+from edgembed.jobs import JobOptions, embed_file  # noqa: E402
 from edgembed.jobs.vectors_file import METADATA_KEY, VectorsFileHeader, header_from_metadata  # noqa: E402
 from edgembed.jobs.vectors_reader import VectorsReader  # noqa: E402
-from edgembed.runtime import Embedder, ModelFileError  # noqa: E402
+from edgembed.runtime import Embedder, EncodeOptions, ModelFileError  # noqa: E402
 
 TEXTS = [f"line {n} about {topic}" for n in range(30) for topic in ("files", "numbers", "loops")]
 
@@ -32,8 +32,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_embed_file_output_reads_back_with_the_header_it_recorded(model, corpus, tmp_path):
-    embed_file(model, corpus, tmp_path / "vectors", shard_size=40, precision="int8", prompt_name="document",
-               progress=False)
+    embed_file(model, corpus, tmp_path / "vectors", job=JobOptions(shard_size=40),
+               encode=EncodeOptions(precision="int8", prompt_name="document"), progress=False)
     reader = VectorsReader(tmp_path / "vectors")
     header = reader.header
     assert (header.model_id, header.variant, header.backend) == (model.model_id, "fp32", "onnxruntime")
