@@ -69,7 +69,7 @@ class Embedder:
         self._closed = False
         self._active = 0  # calls running on the backend
 
-    def __enter__(self) -> "Embedder":
+    def __enter__(self) -> Embedder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -109,7 +109,7 @@ class Embedder:
              max_length: int | None = None, threads: int | None = None, streams: int | None = None,
              providers: Sequence[str] | None = None, auto_min_cosine: float = defaults.AUTO_MIN_COSINE,
              verify: str = defaults.VERIFY, latency_copy: bool = False, compile: Compile = compile_graph
-             ) -> "Embedder":
+             ) -> Embedder:
         """Load an exported model directory (the output of `edgembed export`).
 
         `variant`/`backend`: a name, "auto" (the fastest faithful one, see selection.py) or None (edgembed's
@@ -128,7 +128,7 @@ class Embedder:
         return cls.load_with(path, options, compile=compile)
 
     @classmethod
-    def load_with(cls, path: str | Path, options: LoadOptions, *, compile: Compile = compile_graph) -> "Embedder":
+    def load_with(cls, path: str | Path, options: LoadOptions, *, compile: Compile = compile_graph) -> Embedder:
         """load() with its options as one LoadOptions value."""
         if not isinstance(path, (str, Path)):
             raise InvalidTypeError("path", path, "a directory path (str or pathlib.Path)")
@@ -137,7 +137,7 @@ class Embedder:
 
     @classmethod
     def from_manifest(cls, directory: Path, manifest: Manifest, options: LoadOptions = LoadOptions(), *,
-                      compile: Compile = compile_graph) -> "Embedder":
+                      compile: Compile = compile_graph) -> Embedder:
         """Build an Embedder from an in-memory manifest (the exporter validates variants this way)."""
         if not isinstance(options, LoadOptions):
             raise InvalidTypeError("options", options, "a LoadOptions")

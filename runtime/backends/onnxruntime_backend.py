@@ -57,7 +57,8 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(str(path), sess_options=session_options,
                                                  providers=list(own.providers))
         except Exception as exc:  # ORT raises several private exception types
-            raise ModelFileError(path, f"onnxruntime cannot load it ({first_line(exc)}); re-export or re-copy it") from None
+            raise ModelFileError(path, f"onnxruntime cannot load it ({first_line(exc)}); "
+                                       "re-export or re-copy it") from None
         self.inputs = {i.name: np.dtype(_ORT_TYPES.get(i.type, np.int64)) for i in self._session.get_inputs()}
         outputs = {o.name: o for o in self._session.get_outputs()}
         if output not in outputs:

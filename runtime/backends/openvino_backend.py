@@ -62,8 +62,10 @@ class OpenVinoBackend:
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
-            raise ModelFileError(path, f"openvino cannot load it ({first_line(exc)}); re-export or re-copy it") from None
-        self.inputs = {port.get_any_name(): np.dtype(port.get_element_type().to_dtype()) for port in self._compiled.inputs}
+            raise ModelFileError(path, f"openvino cannot load it ({first_line(exc)}); "
+                                       "re-export or re-copy it") from None
+        self.inputs = {port.get_any_name(): np.dtype(port.get_element_type().to_dtype())
+                       for port in self._compiled.inputs}
         ports = {name: port for port in self._compiled.outputs for name in port.get_names()}
         if output not in ports:
             raise ModelFileError(path, f"graph has no output {output!r}; its outputs are {sorted(ports)}")
