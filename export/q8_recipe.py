@@ -145,13 +145,12 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
         if name in scales:
             gram /= np.outer(scales[name], scales[name])
         readers = [node for node in matmuls if node.input[0] == name]
+        parts = [weight_values(weights[node.input[1]], weights_dir) for node in readers]
         if name in scales and name in outliers:
-            for node in readers:
-                rows = weight_values(weights[node.input[1]], weights_dir)[outliers[name]]
-                outlier_rows[node.name] = (name, outliers[name], rows.astype(np.float32))
-        rounded.update(_gptq_side_by_side([node.input[1] for node in readers], weights, weights_dir,
-                                          scales.get(name), gram))
-        del gram
+            for node, part in zip(readers, parts):
+                outlier_rows[node.name] = (name, outliers[name], part[outliers[name]].astype(np.float32))
+        rounded.update(_gptq_side_by_side([node.input[1] for node in readers], parts, scales.get(name), gram))
+        del parts, gram
         if status is not None:
             status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
     _insert_smoothing(model, scales)
@@ -159,11 +158,10 @@ def smooth(model, calibration: list[dict[str, np.ndarray]], threshold: float = T
     return rounded
 
 
-def _gptq_side_by_side(names: list[str], weights: dict, weights_dir: Path | None, scale: np.ndarray | None,
+def _gptq_side_by_side(names: list[str], parts: list[np.ndarray], scale: np.ndarray | None,
                        gram: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """GPTQ of the weights that read one input, as one matrix of their columns side by side: GPTQ rounds each
     column on its own, so this gives each weight's own result, with one Hessian inverse instead of several."""
-    parts = [weight_values(weights[name], weights_dir) for name in names]
     stacked = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     if scale is not None:  # an infinite scale marks a channel taken out of the int8 product: its rows are 0
         stacked = (stacked * np.where(np.isfinite(scale), scale, 0.0)[:, None]).astype(np.float32)
