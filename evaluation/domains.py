@@ -29,6 +29,11 @@ EXPORT_CHECK_DOCUMENTS = 100
 # Long documents cost about 15 times the tokens of the others (and attention grows faster than that): the
 # export's check keeps this many of them.
 EXPORT_CHECK_LONG_DOCUMENTS = 20
+# The export's check reads each text up to this many of the model's tokens (the long domain's up to the second):
+# non-Latin scripts take 3-5 times the tokens of English in an English vocabulary (docs/export.md, "The retrieval
+# check's size").
+EXPORT_CHECK_TOKENS = 128
+EXPORT_CHECK_LONG_TOKENS = 1024
 # Sentence ends: Latin and Cyrillic after a space, CJK full-width marks at once, the Arabic question mark.
 _SENTENCE_END = re.compile(r"(?<=[.!?؟])\s+|(?<=[。！？])")
 PYTHON = "CPython's own documentation and standard library, this interpreter (PSF-2.0)"
@@ -294,14 +299,28 @@ class Suite:
         return taken[:count]
 
 
-def export_check_suite(queries: int = EXPORT_CHECK_QUERIES, documents: int = EXPORT_CHECK_DOCUMENTS) -> Suite:
+def export_check_suite(queries: int = EXPORT_CHECK_QUERIES, documents: int = EXPORT_CHECK_DOCUMENTS, *,
+                       tokenizer=None) -> Suite:
     """The suite of the export's retrieval check: `queries` x `documents` per domain, at most
-    EXPORT_CHECK_LONG_DOCUMENTS of them long."""
+    EXPORT_CHECK_LONG_DOCUMENTS of them long; with `tokenizer` (a tokenizers.Tokenizer), each text cut after
+    EXPORT_CHECK_TOKENS of its tokens (EXPORT_CHECK_LONG_TOKENS in the long domain)."""
     suite = evaluation_suite(queries, documents)
     if "long" in suite.domains:
         long_queries, long_documents = suite.domains["long"]
         suite.domains["long"] = (long_queries, long_documents[:EXPORT_CHECK_LONG_DOCUMENTS])
+    if tokenizer is not None:
+        for name, (domain_queries, domain_documents) in suite.domains.items():
+            limit = EXPORT_CHECK_LONG_TOKENS if name == "long" else EXPORT_CHECK_TOKENS
+            suite.domains[name] = (cut_to_tokens(domain_queries, tokenizer, limit),
+                                   cut_to_tokens(domain_documents, tokenizer, limit))
     return suite
+
+
+def cut_to_tokens(texts: list[str], tokenizer, limit: int) -> list[str]:
+    """Each text up to the end of its `limit`-th token (special tokens not counted); shorter texts unchanged."""
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    return [text if len(encoding.offsets) <= limit else text[:encoding.offsets[limit - 1][1]]
+            for text, encoding in zip(texts, encodings)]
 
 
 def evaluation_suite(queries: int = DEFAULT_QUERIES, documents: int = DEFAULT_DOCUMENTS,

