@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgembed.evaluation.domains import EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES
+from edgembed.evaluation.domains import EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES, EXPORT_CHECK_TOKENS
 from edgembed.runtime.errors import InvalidArgumentError
 
 from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS
@@ -47,8 +47,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                              f"(default: {DEFAULT_Q4_BLOCK_SIZE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),
-                        help="retrieval check of every variant on each domain of the built-in suite (default: "
-                             f"{EXPORT_CHECK_QUERIES} {EXPORT_CHECK_DOCUMENTS} per domain; 0 0 skips)")
+                        help="retrieval check of every variant on each domain of the built-in suite, each text "
+                             f"read up to its {EXPORT_CHECK_TOKENS}th token (default: {EXPORT_CHECK_QUERIES} "
+                             f"{EXPORT_CHECK_DOCUMENTS} per domain; 0 0 skips)")
     parser.add_argument("--attention", default=None, metavar="MODE",
                         help="ModernBERT attention in the graph: efficient (default; sliding-window layers block by "
                              "block, global layers fused; linear memory in the length) or standard (transformers' "
