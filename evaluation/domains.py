@@ -13,9 +13,13 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import corpus, debian_text, python_text
 from .debian_text import COREUTILS, HANDBOOK, script_share
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 CALIBRATION_SHARE = 0
 QUERY_SHARES = (1, 2)
@@ -300,7 +304,7 @@ class Suite:
 
 
 def export_check_suite(queries: int = EXPORT_CHECK_QUERIES, documents: int = EXPORT_CHECK_DOCUMENTS, *,
-                       tokenizer=None) -> Suite:
+                       tokenizer: Tokenizer | None = None) -> Suite:
     """The suite of the export's retrieval check: `queries` x `documents` per domain, at most
     EXPORT_CHECK_LONG_DOCUMENTS of them long; with `tokenizer` (a tokenizers.Tokenizer), each text cut after
     EXPORT_CHECK_TOKENS of its tokens (EXPORT_CHECK_LONG_TOKENS in the long domain)."""
@@ -316,7 +320,7 @@ def export_check_suite(queries: int = EXPORT_CHECK_QUERIES, documents: int = EXP
     return suite
 
 
-def cut_to_tokens(texts: list[str], tokenizer, limit: int) -> list[str]:
+def cut_to_tokens(texts: list[str], tokenizer: Tokenizer, limit: int) -> list[str]:
     """Each text up to the end of its `limit`-th token (special tokens not counted); shorter texts unchanged."""
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     return [text if len(encoding.offsets) <= limit else text[:encoding.offsets[limit - 1][1]]

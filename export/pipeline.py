@@ -191,7 +191,7 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     return variant, measured
 
 
-def _plain_tokenizer(path: Path):
+def _plain_tokenizer(path: Path) -> Tokenizer:
     """The model's tokenizer without its truncation and padding: it counts a text's tokens."""
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_truncation()

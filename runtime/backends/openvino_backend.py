@@ -13,8 +13,8 @@ from ..memory import drop_file_pages, trim_heap
 from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line, own_options
 
 # The CPU plugin compiles kernels and keeps buffers for every input shape it meets; rounding the length up
-# bounds the shapes of a server's traffic. Steps of 32 kept 111 MB less than steps of 8 after 1,000 mixed calls, at
-# the same speed (docs/memory.md).
+# bounds the shapes of a server's traffic. Steps of 32 keep fewer shapes than steps of 8 at the same speed
+# (docs/memory.md).
 LENGTH_STEPS = ((2048, 32),)  # (up to this length, round up to a multiple of this)
 LONG_STEP = 128
 
