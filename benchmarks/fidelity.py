@@ -129,10 +129,22 @@ def build_peers(export: Path) -> dict[str, dict]:
         import nncf
         import openvino as ov
 
-        model = nncf.compress_weights(ov.convert_model(str(fp32)))  # its default: INT8_ASYM, weights only
+        # ModernBERT's fp32 ONNX file holds ONNX Runtime's contrib ops: start from the export's fp32 IR when it has one.
+        ir = _openvino_fp32(export)
+        source = ov.Core().read_model(str(ir)) if ir is not None else ov.convert_model(str(fp32))
+        model = nncf.compress_weights(source)  # its default: INT8_ASYM, weights only
         ov.save_model(model, str(target), compress_to_fp16=False)
     specs["openvino-nncf-default"] = {"format": "openvino", "file": f"peers/{target.name}", "hint": None}
     return specs
+
+
+def _openvino_fp32(export: Path) -> Path | None:
+    """The export's fp32 OpenVINO IR (.xml), if it has one."""
+    from edgembed.runtime import Manifest
+
+    variant = Manifest.read(export).find("openvino", "fp32")
+    xml = [entry.path for entry in variant.files if entry.path.endswith(".xml")] if variant is not None else []
+    return export / xml[0] if xml else None
 
 
 def own_specs(export: Path) -> dict[str, dict]:
