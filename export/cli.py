@@ -54,6 +54,10 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="ModernBERT attention in the graph: efficient (default; sliding-window layers block by "
                              "block, global layers fused; linear memory in the length) or standard (transformers' "
                              "own, L x L masks in every layer)")
+    parser.add_argument("--external-data", action="store_true",
+                        help="write each ONNX graph's weights to a FILE.onnx_data beside it: ONNX Runtime maps that "
+                             "file instead of reading the weights into memory, for a lower load peak and RSS "
+                             "(README: Deployment); transformers.js then needs use_external_data_format")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the warnings, log lines and progress bars of the tools the export drives "
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
         q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0],
-        eval_documents=args.eval_size[1],
+        eval_documents=args.eval_size[1], external_data=args.external_data,
         verbose=args.verbose,
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -10,6 +10,8 @@ from edgembed.runtime.errors import MissingDependencyError
 from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL, ExportError
 
+EXTERNAL_MIN_BYTES = 1024  # with --external-data, initializers from this size up move to the data file
+
 
 def _import_onnx():
     try:
@@ -64,6 +66,26 @@ def convert_q4(inputs: ConvertInputs) -> list[Path]:
     quantizer.process()
     quantizer.model.save_model_to_file(str(destination), use_external_data_format=False)
     return [destination]
+
+
+def weights_beside(paths: list[Path]) -> list[Path]:
+    """Each graph in `paths` rewritten with its weights in FILE.onnx_data beside it (ONNX Runtime maps that file
+    rather than reading it into memory); returns the files, each graph followed by its data file."""
+    onnx = _import_onnx()
+    written: list[Path] = []
+    for path in paths:
+        written.append(path)
+        data = path.with_name(path.name + "_data")
+        if path.suffix != ".onnx" or data in paths:
+            continue
+        model = onnx.load(str(path))
+        data.unlink(missing_ok=True)  # onnx appends to an existing data file
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=EXTERNAL_MIN_BYTES)
+        del model
+        data.chmod(path.stat().st_mode & 0o777)  # onnx creates it readable by its owner only
+        written.append(data)
+    return written
 
 
 def graph_inputs(path: Path) -> list[str]:

@@ -69,6 +69,7 @@ class ExportRequest:
     eval_documents: int = EXPORT_CHECK_DOCUMENTS
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
+    external_data: bool = False  # ONNX weights in FILE.onnx_data beside each graph
     verbose: bool = False  # let other tools' warnings, log lines and progress bars through
 
 
@@ -162,6 +163,8 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
                                          calibration=calibration, alternates=alternates,
                                          q4_block_size=request.q4_block_size, status=progress.status))
+    if request.external_data and recipe.format == "onnx":
+        files = onnx_variants.weights_beside(files)
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
                       precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
                       portable=recipe.portable, alternates=dict(recipe.alternates or {}))

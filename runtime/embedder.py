@@ -187,8 +187,10 @@ class Embedder:
     def size_bytes(self) -> int:
         """Bytes on disk of the files this Embedder loaded (not the variant's alternates for other CPUs)."""
         loaded = self._model_path.relative_to(self.directory.resolve()).as_posix()
-        others = set(self._variant.alternates.values()) | {self._variant.model_file}
-        return sum(entry.bytes for entry in self._variant.files if entry.path == loaded or entry.path not in others)
+        unloaded = (set(self._variant.alternates.values()) | {self._variant.model_file}) - {loaded}
+        # A graph's external weights (GRAPH.onnx_data, `export --external-data`) belong to that graph.
+        return sum(entry.bytes for entry in self._variant.files
+                   if not any(entry.path in (graph, graph + "_data") for graph in unloaded))
 
     @property
     def prompts(self) -> dict[str, str]:
