@@ -28,3 +28,31 @@ def test_padding_leaves_every_vector_as_the_text_alone_gives_it(fast_export):
         together = model.encode(TEXTS, batch_size=len(TEXTS))
     cosines = np.sum(alone * together, axis=1) / (np.linalg.norm(alone, axis=1) * np.linalg.norm(together, axis=1))
     assert cosines.min() > 0.99999
+
+
+def test_a_batch_gives_its_buffers_back_and_a_short_text_keeps_them(fast_export, tmp_path):
+    pytest.importorskip("openvino")
+    from edgembed.runtime.backends import BackendOptions
+    from edgembed.runtime.backends.openvino_backend import OpenVinoBackend
+
+    backend = OpenVinoBackend(fast_export / "openvino" / "openvino_model.xml", "last_hidden_state",
+                              BackendOptions(threads=1))
+    released = []
+    compiled = backend._compiled
+
+    class Recording:  # the real compiled model, with its release_memory calls counted
+        def __getattr__(self, name):
+            return getattr(compiled, name)
+
+        def release_memory(self):
+            released.append(True)
+            compiled.release_memory()
+
+    backend._compiled = Recording()
+    short = {"input_ids": np.ones((1, 9), np.int64), "attention_mask": np.ones((1, 9), np.int64)}
+    backend.run(short)
+    assert released == []
+    batch = {"input_ids": np.ones((4, 20), np.int64), "attention_mask": np.ones((4, 20), np.int64)}
+    backend.run(batch)
+    assert released == [True]
+    backend.close()

@@ -10,13 +10,16 @@ import numpy as np
 from ..errors import MissingDependencyError, ModelFileError
 from ..manifest import Variant
 from ..memory import drop_file_pages, trim_heap
-from . import BACKENDS, LARGE_RUN_TOKENS, BackendOptions, first_line, own_options
+from . import BACKENDS, BackendOptions, first_line, own_options
 
 # The CPU plugin compiles kernels and keeps buffers for every input shape it meets; rounding the length up
 # bounds the shapes of a server's traffic. Steps of 32 keep fewer shapes than steps of 8 at the same speed
 # (docs/memory.md).
 LENGTH_STEPS = ((2048, 32),)  # (up to this length, round up to a multiple of this)
 LONG_STEP = 128
+# The plugin keeps a run's buffers per shape, and batches bring a new shape almost every call; giving them back
+# after every run beyond one short text costs no measured speed (docs/memory.md). Short single texts keep theirs.
+RELEASE_ABOVE_TOKENS = LENGTH_STEPS[0][1]
 
 
 def bucket_length(length: int) -> int:
@@ -111,9 +114,9 @@ class OpenVinoBackend:
                 self._running -= 1
                 if request is not None:
                     self._idle.append(request)
-                # The buffers of a large batch would stay for good; give them back when nothing else runs
-                # (release_memory must not overlap an inference, and no run starts while the lock is held).
-                if rows * padded > LARGE_RUN_TOKENS and self._running == 0 and self._compiled is not None:
+                # Give the run's buffers back when nothing else runs (release_memory must not overlap an
+                # inference, and no run starts while the lock is held).
+                if rows * padded > RELEASE_ABOVE_TOKENS and self._running == 0 and self._compiled is not None:
                     self._compiled.release_memory()
                     trim_heap()
         return states[:, :length]
