@@ -174,6 +174,16 @@ def installed_pairs(manifest: dict, variants: list[str] | None) -> list[tuple[st
     return pairs
 
 
+def weights_layout(manifest: dict, variant: str, backend: str) -> str:
+    """", external data" when the variant's ONNX graphs keep their weights in FILE.onnx_data (export
+    --external-data), which changes what loading costs."""
+    if backend != "onnxruntime":
+        return ""
+    files = [f["path"] for entry in manifest["variants"] if entry["format"] == "onnx" and entry["dtype"] == variant
+             for f in entry["files"]]
+    return ", external data" if any(path.endswith(".onnx_data") for path in files) else ""
+
+
 def run_child(spec: dict, env: dict[str, str]) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                             text=True, env={**os.environ, **env}, timeout=7200)
@@ -201,14 +211,15 @@ def target_mb(graph_mb: float) -> float:
 
 
 def table(rows: list[dict], calls: int) -> str:
-    head = ("| shape | variant | backend | tree | options | graph MB | import | load | 1 query | 64 passages | "
-            f"{calls:,} calls | target | large batch | close - import | query p50 ms | batch texts/s | calls s |")
-    lines = [head, "|" + "---|" * 4 + "---|" + "---:|" * 12]
+    head = ("| shape | variant | backend | tree | options | graph MB | import | load | load peak | 1 query | "
+            f"64 passages | {calls:,} calls | target | large batch | close - import | query p50 ms | "
+            "batch texts/s | calls s |")
+    lines = [head, "|" + "---|" * 4 + "---|" + "---:|" * 13]
     for row in rows:
         result = row["result"]
         label = [row["shape"], row["variant"], row["backend"], row["tree"], row["options"]]
         if "error" in result:
-            lines.append("| " + " | ".join(label) + f" | error: {result['error'][:120]} |" + " |" * 11)
+            lines.append("| " + " | ".join(label) + f" | error: {result['error'][:120]} |" + " |" * 12)
             continue
         stage = result["stages"]
         graph = result["graph_mb"]
@@ -216,6 +227,7 @@ def table(rows: list[dict], calls: int) -> str:
         ok = "**" if calls > target_mb(graph) else ""
         lines.append("| " + " | ".join(label) + " | " + " | ".join([
             f"{graph:.0f}", f"{stage['import']['rss']:.0f}", f"{stage['load']['rss']:.0f}",
+            f"{stage['load']['peak']:.0f}",
             f"{stage['query']['rss']:.0f}", f"{stage['batch']['rss']:.0f}",
             f"{ok}{calls:.0f} ({calls / graph:.1f}x){ok}", f"{target_mb(graph):.0f}", f"{stage['large']['rss']:.0f}",
             f"{stage['close']['rss'] - stage['import']['rss']:+.0f}", f"{result['query_p50_ms']:.2f}",
@@ -297,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "source": source, "engine_module": backend}
                         print(f"{export.name} {variant} {backend} {tree} {label} ...", file=sys.stderr, flush=True)
                         runs[index].append(run_child(spec, config["env"]))
+                layout = weights_layout(manifest, variant, backend)
                 for index, (tree, _, label, config) in enumerate(plan):
                     rows.append({"export": str(export), "shape": shape_name(export, manifest), "variant": variant,
-                                 "backend": backend, "tree": tree, "options": label, "config": config,
+                                 "backend": backend, "tree": tree, "options": label + layout, "config": config,
                                  "result": median_run(runs[index])})
                 print(table(rows[-len(plan):], args.calls), file=sys.stderr, flush=True)
     info = machine_info()
@@ -322,7 +335,8 @@ def markdown(results: dict) -> str:
     lines = ["# edgembed memory", "", f"`{results['command']}`", "",
              f"{info['cpu']} · {info['cores']} cores · flags: {flags} · {results['threads']} threads · "
              f"git {results['git']} · other processes used {results['other_load_cores']} cores on average", "",
-             "RSS in MB of one process (VmRSS). `target` = 1.5x graph + 120 MB, the bound on RSS after the "
+             "RSS in MB of one process (VmRSS; `load peak`: VmHWM after load). `target` = 1.5x graph + 120 MB, "
+             "the bound on RSS after the "
              f"{results['calls']:,} mixed calls (bold: over it); `close - import` = RSS after close() (or `del` "
              "where there is no close) minus RSS after the import, before load.", "",
              table(results["rows"], results["calls"]), ""]
