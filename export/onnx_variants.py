@@ -13,6 +13,11 @@ from .errors import EXPORT_INSTALL, ExportError
 EXTERNAL_MIN_BYTES = 1024  # with --external-data, initializers from this size up move to the data file
 
 
+def data_file(graph: Path) -> Path:
+    """Where a graph's external weights live: FILE.onnx_data beside FILE.onnx (optimum's and transformers.js' name)."""
+    return graph.with_name(graph.name + "_data")
+
+
 def _import_onnx():
     try:
         import onnx
@@ -42,14 +47,14 @@ def export_fp32(model, destination: Path, opset: int | None = None) -> list[Path
         shutil.move(str(written), destination)
         data = Path(scratch) / "model.onnx_data"
         if data.is_file():  # weights over 2 GB live beside the graph
-            files.append(destination.with_name(destination.name + "_data"))
+            files.append(data_file(destination))
             shutil.move(str(data), files[-1])
     return files
 
 
 def keep_fp32(inputs: ConvertInputs) -> list[Path]:
     """The exported graph itself (and its external weights, past 2 GB)."""
-    data = inputs.source.with_name(inputs.source.name + "_data")
+    data = data_file(inputs.source)
     return [inputs.source] + ([data] if data.is_file() else [])
 
 
@@ -75,7 +80,7 @@ def weights_beside(paths: list[Path]) -> list[Path]:
     written: list[Path] = []
     for path in paths:
         written.append(path)
-        data = path.with_name(path.name + "_data")
+        data = data_file(path)
         if path.suffix != ".onnx" or data in paths:
             continue
         model = onnx.load(str(path))

@@ -30,7 +30,7 @@ def test_padding_leaves_every_vector_as_the_text_alone_gives_it(fast_export):
     assert cosines.min() > 0.99999
 
 
-def test_a_batch_gives_its_buffers_back_and_a_short_text_keeps_them(fast_export, tmp_path):
+def test_a_batch_gives_its_buffers_back_and_a_short_text_keeps_them(fast_export):
     pytest.importorskip("openvino")
     from edgembed.runtime.backends import BackendOptions
     from edgembed.runtime.backends.openvino_backend import OpenVinoBackend

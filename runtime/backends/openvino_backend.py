@@ -17,8 +17,8 @@ from . import BACKENDS, BackendOptions, first_line, own_options
 # (docs/memory.md).
 LENGTH_STEPS = ((2048, 32),)  # (up to this length, round up to a multiple of this)
 LONG_STEP = 128
-# The plugin keeps a run's buffers per shape, and batches bring a new shape almost every call; giving them back
-# after every run beyond one short text costs no measured speed (docs/memory.md). Short single texts keep theirs.
+# The plugin keeps a run's buffers per shape, and batches bring a new shape almost every call: give them back after
+# every run beyond one short text (its memory and speed: docs/memory.md). Short single texts keep theirs.
 RELEASE_ABOVE_TOKENS = LENGTH_STEPS[0][1]
 
 
