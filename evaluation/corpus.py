@@ -7,12 +7,11 @@ by a checksum into a calibration share and an evaluation share that never overla
 """
 from __future__ import annotations
 
-import ast
 import functools
 import re
-import sysconfig
 import zlib
-from pathlib import Path
+
+from .python_text import stdlib_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
@@ -32,30 +31,12 @@ def _clean_paragraphs(text: str) -> list[str]:
     return paragraphs
 
 
-def _stdlib_docstrings() -> list[str]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    texts = []
-    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
-        if "test" in path.parent.name or path.name.startswith("test"):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in [tree, *ast.walk(tree)]:
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    texts.append(doc)
-    return texts
-
-
 @functools.lru_cache(maxsize=1)
 def documentation_paragraphs() -> tuple[str, ...]:
     """Distinct prose paragraphs from the help topics and the standard library's docstrings."""
     from pydoc_data.topics import topics
 
-    sources = [topics[key] for key in sorted(topics)] + _stdlib_docstrings()
+    sources = [topics[key] for key in sorted(topics)] + list(stdlib_text().docstrings)
     seen: dict[str, None] = {}
     for text in sources:
         for paragraph in _clean_paragraphs(text):

@@ -14,6 +14,7 @@ import re
 import struct
 import subprocess
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +155,9 @@ _OPTION = re.compile(r"^\s*(?:(?:-{1,2}[^\s,]+|[-*])(?:,\s*|\s+|$))+")
 
 def script_share(text: str, script: str) -> float:
     """The share of `text`'s letters whose Unicode name starts with one of `script`'s words (e.g. "CYRILLIC")."""
-    names = script.split("|")
-    letters = [c for c in text if c.isalpha()]
+    letters = Counter(c for c in text if c.isalpha())  # each distinct letter named once
     if not letters:
         return 0.0
-    return sum(unicodedata.name(c, "").startswith(tuple(names)) for c in letters) / len(letters)
+    names = tuple(script.split("|"))
+    named = sum(count for letter, count in letters.items() if unicodedata.name(letter, "").startswith(names))
+    return named / sum(letters.values())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import functools
 import sysconfig
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,15 +69,51 @@ def _functions(module: str, source: str, tree: ast.Module) -> list[StdlibFunctio
     return found
 
 
+@dataclass(frozen=True)
+class StdlibText:
+    """What the standard library's sources give, from one parse of each."""
+
+    docstrings: tuple[str, ...]  # of every module, class and function, in ast.walk order
+    outline_docstrings: tuple[str, ...]  # of the modules and classes only
+    functions: tuple[StdlibFunction, ...]  # documented functions and methods of 3 to 60 lines
+
+
+# Where definitions can be: a statement's blocks, an except clause or a match case, never inside an expression.
+_BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)
+_DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _blocks(tree: ast.Module) -> Iterator[ast.AST]:
+    """The module and its statements in ast.walk's order, without walking into expressions (most of the nodes)."""
+    queue: deque[ast.AST] = deque([tree])
+    while queue:
+        node = queue.popleft()
+        queue.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _BLOCKS))
+        yield node
+
+
 @functools.lru_cache(maxsize=1)
-def stdlib_functions() -> tuple[StdlibFunction, ...]:
-    """Every documented function or method of 3 to 60 lines, with its summary and its code."""
-    found: list[StdlibFunction] = []
+def stdlib_text() -> StdlibText:
+    docstrings: list[str] = []
+    outline: list[str] = []
+    functions: list[StdlibFunction] = []
     for path in stdlib_sources():
         parsed = _parsed(path)
-        if parsed:
-            found.extend(_functions(_module_name(path), *parsed))
-    return tuple(found)
+        if not parsed:
+            continue
+        source, tree = parsed
+        for node in _blocks(tree):
+            if isinstance(node, (ast.Module, *_DEFINITIONS)) and (doc := ast.get_docstring(node)):
+                docstrings.append(doc)
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    outline.append(doc)
+        functions.extend(_functions(_module_name(path), source, tree))
+    return StdlibText(tuple(docstrings), tuple(outline), tuple(functions))
+
+
+def stdlib_functions() -> tuple[StdlibFunction, ...]:
+    """Every documented function or method of 3 to 60 lines, with its summary and its code."""
+    return stdlib_text().functions
 
 
 def capped(text: str) -> str:
@@ -88,11 +126,5 @@ def long_documentation() -> tuple[str, ...]:
     """Help topics and module or class docstrings of at least LONG_WORDS words, as written (see capped())."""
     from pydoc_data.topics import topics
 
-    texts = [topics[key] for key in sorted(topics)]
-    for path in stdlib_sources():
-        parsed = _parsed(path)
-        if parsed:
-            for node in [parsed[1], *ast.walk(parsed[1])]:
-                if isinstance(node, (ast.Module, ast.ClassDef)):
-                    texts.append(ast.get_docstring(node) or "")
+    texts = [topics[key] for key in sorted(topics)] + list(stdlib_text().outline_docstrings)
     return tuple(dict.fromkeys(text for text in texts if len(text.split()) >= LONG_WORDS))
