@@ -34,9 +34,9 @@ from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
 from .progress import Progress, Steps
 from .quiet import quiet_tools
-from .reference import load_reference_model, reference_embeddings
+from .reference import load_reference_model, reference_embeddings, reference_token_ids
 from .source import Source, resolve
-from .validate import REFERENCE, load_variant, measure_variant
+from .validate import REFERENCE, load_variant, measure_variant, token_differences
 from .validation_texts import validation_texts
 from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FILE_FORMATS, FORMATS, RECIPES, SUPPORTED, Recipe, find_recipe
 
@@ -113,10 +113,15 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
                  if request.eval_queries and request.eval_documents else None)
         everything = texts + (suite.flatten() if suite else [])
         steps.next(f"PyTorch reference embeddings of {len(everything)} texts")
+        token_ids = reference_token_ids(source.transformer_dir, everything, manifest.max_length)
         vectors = reference_embeddings(model, source.transformer_dir, everything, manifest.pooling,
-                                       manifest.max_length, status=emit.status)
+                                       manifest.max_length, token_ids=token_ids, status=emit.status)
         reference = vectors[:len(texts)]
         retrieval = (suite, vectors[len(texts):]) if suite and suite.domains else None
+        repeated = (_repeated_checks(recipes, TextTokenizer(out / manifest.tokenizer_file, manifest.max_length,
+                                                            manifest.pad_token_id),
+                                     suite.flatten(), token_ids[len(texts):], emit)
+                    if retrieval else set())
 
         steps.next("exporting the fp32 ONNX graph with optimum")
         manifest.attention = _attention_mode(request.attention, config, emit)
@@ -141,7 +146,8 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         for recipe in recipes:
             steps.next(f"{recipe.name}: converting and validating")
             variant, ranges = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts,
-                                                    reference, retrieval, emit, ranges=recipe is ranges_from)
+                                                    reference, retrieval, emit, ranges=recipe is ranges_from,
+                                                    repeated=recipe.name in repeated)
             manifest.variants.append(variant)
             if ranges is not None:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
                 manifest.embedding_ranges = ranges
@@ -157,8 +163,11 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
 
 def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, manifest: Manifest,
                           sources: dict[str, Path], calibration, texts: list[str], reference: np.ndarray,
-                          retrieval, progress: Progress, ranges: bool) -> tuple[Variant, EmbeddingRanges | None]:
-    """Convert one variant and check it; with `ranges`, also measure the int8/uint8 output ranges with it."""
+                          retrieval, progress: Progress, ranges: bool,
+                          repeated: bool) -> tuple[Variant, EmbeddingRanges | None]:
+    """Convert one variant and check it; with `ranges`, also measure the int8/uint8 output ranges with it.
+    With `repeated`, a variant that passed its validation leaves the retrieval check to another (_repeated_checks).
+    """
     alternates = {family: out / path for family, path in (recipe.alternates or {}).items()}
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
                                          calibration=calibration, alternates=alternates,
@@ -177,7 +186,10 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
              f"{variant.speed.texts_per_second:.1f} texts/s on the validation texts")
     if not variant.fidelity.passed and not request.allow_low_fidelity:
         raise FidelityError(variant.name, "cosine min", variant.fidelity.cosine_min, threshold)
-    if retrieval is not None:
+    if retrieval is not None and repeated and variant.fidelity.passed:
+        progress(f"      retrieval check: left to the other {recipe.format} variants (the same runtime path, and "
+                 f"the runtime's tokens are transformers' on all {retrieval[0].texts()} texts)")
+    elif retrieval is not None:
         suite, reference_vectors = retrieval
         progress.status(f"retrieval check of {recipe.name}: {len(suite.domains)} domains, {suite.texts()} texts")
         variant.evaluation, variant.evaluation_domains = suite_fidelity(encode_suite(embedder, suite),
@@ -192,6 +204,24 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     del embedder  # its session and weights go before the next variant loads
     gc.collect()
     return variant, measured
+
+
+def _repeated_checks(recipes: list[Recipe], tokenizer: TextTokenizer, texts: list[str], token_ids: list[list[int]],
+                     progress: Callable[[str], None]) -> set[str]:
+    """The fp32 variants whose retrieval check would tell nothing new: an fp32 graph matches PyTorch to 0.9999 on
+    the validation texts (or fails the export), and another variant of its format runs the same runtime path over
+    the check's texts. That holds while the runtime tokenizes every check text as transformers does."""
+    candidates = {r.name for r in recipes
+                  if r.dtype == "fp32" and any(o.format == r.format and o is not r for o in recipes)}
+    if not candidates:
+        return set()
+    differing = token_differences(tokenizer, texts, token_ids)
+    if differing:
+        progress(f"note: the runtime tokenizes {len(differing)} of the {len(texts)} check texts differently from "
+                 f"transformers (the first is text {differing[0]}); the fp32 variants' retrieval check shows what "
+                 f"that costs")
+        return set()
+    return candidates
 
 
 def _plain_tokenizer(path: Path) -> Tokenizer:

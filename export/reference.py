@@ -23,24 +23,30 @@ def load_reference_model(directory: Path, allow_pickle: bool = False):  # -> tra
     return model.float().eval()
 
 
+def reference_token_ids(directory: Path, texts: list[str], max_length: int) -> list[list[int]]:
+    """Each text's token ids from the transformers tokenizer, truncated at `max_length`."""
+    _, transformers = _import_torch()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
 def reference_embeddings(model, directory: Path, texts: list[str], pooling: str, max_length: int, *,
-                         batch_tokens: int = BATCH_TOKENS, batch_size: int = BATCH_SIZE,
-                         status: Callable[[str], None] | None = None) -> np.ndarray:
+                         token_ids: list[list[int]] | None = None, batch_tokens: int = BATCH_TOKENS,
+                         batch_size: int = BATCH_SIZE, status: Callable[[str], None] | None = None) -> np.ndarray:
     """Normalized float32 embeddings of `texts`, computed with torch and the transformers tokenizer.
 
-    Texts are tokenized once, sorted by length and batched by `batch_tokens` padded tokens (at most
-    `batch_size` texts), so short texts are not padded to long ones; results come back in input order.
-    `status` hears how far it got after every batch.
+    Texts are tokenized once (or `token_ids` from reference_token_ids are used), sorted by length and batched by
+    `batch_tokens` padded tokens (at most `batch_size` texts), so short texts are not padded to long ones;
+    results come back in input order. `status` hears how far it got after every batch.
     """
-    torch, transformers = _import_torch()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    torch, _ = _import_torch()
+    encoded = token_ids if token_ids is not None else reference_token_ids(directory, texts, max_length)
+    lengths = [len(ids) for ids in encoded]
     vectors: np.ndarray | None = None
     done = 0
     with torch.inference_mode():
         for rows in plan_batches(lengths, batch_size, batch_tokens):
-            ids, mask = _padded(torch, [encoded["input_ids"][row] for row in rows], tokenizer.pad_token_id or 0)
+            ids, mask = _padded(torch, [encoded[row] for row in rows])
             hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
             pooled = torch.nn.functional.normalize(_pool(torch, hidden.float(), mask, pooling), dim=-1)
             if vectors is None:
@@ -52,10 +58,11 @@ def reference_embeddings(model, directory: Path, texts: list[str], pooling: str,
     return vectors if vectors is not None else np.empty((0, 0), np.float32)
 
 
-def _padded(torch, rows: list[list[int]], pad_id: int):
-    """Token ids padded on the right to the longest row, and the attention mask (1 for real tokens)."""
+def _padded(torch, rows: list[list[int]]):
+    """Token ids padded on the right to the longest row, and the attention mask (1 for real tokens and 0 for
+    padding, so the padding's id does not matter)."""
     longest = max(len(row) for row in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    ids = torch.zeros((len(rows), longest), dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
     for number, row in enumerate(rows):
         ids[number, :len(row)] = torch.tensor(row, dtype=torch.long)

@@ -10,6 +10,7 @@ from edgembed.evaluation.evaluate import cosine_per_row
 from edgembed.runtime import Embedder, Fidelity, LoadOptions, Manifest, Speed, Variant, int8_path
 from edgembed.runtime.backends import backends_for_format
 from edgembed.runtime.cpu import cpu_model
+from edgembed.runtime.tokenization import TextTokenizer
 
 REFERENCE = "pytorch fp32, transformers AutoModel"
 
@@ -20,6 +21,13 @@ def load_variant(directory: Path, manifest: Manifest, variant: Variant) -> Embed
     engines = backends_for_format(variant.format)  # validated on the engine that prefers its format
     return Embedder.from_manifest(directory, trial,
                                   LoadOptions(variant=variant.dtype, backend=engines[0].name if engines else None))
+
+
+def token_differences(tokenizer: TextTokenizer, texts: list[str], expected: list[list[int]]) -> list[int]:
+    """Positions of the texts the runtime tokenizes differently from `expected` (transformers' ids)."""
+    encodings = tokenizer.tokenize(texts).encodings
+    return [index for index, (encoding, ids) in enumerate(zip(encodings, expected, strict=True))
+            if encoding.ids != list(ids)]
 
 
 def measure_variant(embedder: Embedder, texts: list[str], reference: np.ndarray,

@@ -83,6 +83,9 @@ def test_speed_is_the_best_pass_with_variants_taking_turns(tiny_export, parity_t
 def test_export_stores_retrieval_figures_per_domain(tiny_export):
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     for variant in manifest["variants"]:
+        if variant["dtype"] == "fp32":  # beside q8 and fp16 of its format: their check covers its runtime path
+            assert variant["evaluation"] is None and not variant["evaluation_domains"]
+            continue
         figures, domains = variant["evaluation"], variant["evaluation_domains"]
         assert {"english-prose", "code", "short", "long"} <= set(domains) <= set(DOMAIN_NAMES)
         full = EXPORT_CHECK_QUERIES + EXPORT_CHECK_DOCUMENTS  # the export's default check
@@ -91,8 +94,35 @@ def test_export_stores_retrieval_figures_per_domain(tiny_export):
         assert figures["reference"].startswith("pytorch")
         assert figures["top10_overlap"] == min(d["top10_overlap"] for d in domains.values())
         assert 0.8 <= figures["top10_overlap"] <= 1.0 and figures["cosine_p1"] >= figures["cosine_min"]
-        if variant["dtype"] == "fp32":
-            assert figures["top10_overlap"] == pytest.approx(1.0)
     calibration = manifest["calibration"]
     assert calibration["set"] == "built-in" and calibration["texts"] == 300
     assert {"english-prose", "code", "short"} <= set(calibration["domains"])
+
+
+def test_an_fp32_variant_alone_in_its_format_is_checked_and_matches_pytorch_on_every_domain(tiny_model_dir,
+                                                                                              tmp_path):
+    out = tmp_path / "fp32"
+    assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "fp32", "--format", "onnx"]) == 0
+    (variant,) = json.loads((out / "manifest.json").read_text())["variants"]
+    assert {"english-prose", "code", "short", "long"} <= set(variant["evaluation_domains"])
+    for figures in variant["evaluation_domains"].values():
+        assert figures["top10_overlap"] == pytest.approx(1.0) and figures["cosine_min"] > 0.9999
+
+
+def test_fp32_checks_are_left_to_their_siblings_only_while_the_runtime_tokenizes_as_transformers(tiny_model_dir,
+                                                                                                parity_texts):
+    from edgembed.export.pipeline import _repeated_checks
+    from edgembed.export.reference import reference_token_ids
+    from edgembed.export.variants import find_recipe
+    from edgembed.runtime.tokenization import TextTokenizer
+
+    recipes = [find_recipe(fmt, dtype) for fmt in ("onnx", "openvino") for dtype in ("fp32", "q8")]
+    tokenizer = TextTokenizer(tiny_model_dir / "tokenizer.json", 256, 0)
+    ids = reference_token_ids(tiny_model_dir, parity_texts, 256)
+    notes: list[str] = []
+    assert _repeated_checks(recipes, tokenizer, parity_texts, ids, notes.append) == {"onnx/fp32", "openvino/fp32"}
+    assert _repeated_checks(recipes[:1] + recipes[2:3], tokenizer, parity_texts, ids, notes.append) == set()
+    assert not notes
+    ids[5] = ids[5][:-1]
+    assert _repeated_checks(recipes, tokenizer, parity_texts, ids, notes.append) == set()
+    assert notes and "1 of the" in notes[0] and "text 5" in notes[0]
