@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from edgembed.runtime.errors import MissingDependencyError
+from edgembed.runtime.manifest import EXTERNAL_DATA_SUFFIX
 
 from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL, ExportError
@@ -14,8 +15,8 @@ EXTERNAL_MIN_BYTES = 1024  # with --external-data, initializers from this size u
 
 
 def data_file(graph: Path) -> Path:
-    """Where a graph's external weights live: FILE.onnx_data beside FILE.onnx (optimum's and transformers.js' name)."""
-    return graph.with_name(graph.name + "_data")
+    """Where a graph's external weights live: FILE.onnx_data beside FILE.onnx."""
+    return graph.with_name(graph.name + EXTERNAL_DATA_SUFFIX)
 
 
 def _import_onnx():

@@ -120,7 +120,7 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
         retrieval = (suite, vectors[len(texts):]) if suite and suite.domains else None
         repeated = (_repeated_checks(recipes, TextTokenizer(out / manifest.tokenizer_file, manifest.max_length,
                                                             manifest.pad_token_id),
-                                     suite.flatten(), token_ids[len(texts):], emit)
+                                     everything[len(texts):], token_ids[len(texts):], emit)
                     if retrieval else set())
 
         steps.next("exporting the fp32 ONNX graph with optimum")

@@ -19,7 +19,7 @@ from .cpu import int8_path
 from .encode_plan import EncodePlan, plan_encode
 from .errors import ClosedError, InvalidTypeError, ModelFileError
 from .loading import LoadedModel, open_model
-from .manifest import Manifest
+from .manifest import EXTERNAL_DATA_SUFFIX, Manifest
 from .memory import trim_heap
 from .options import EncodeOptions, LoadOptions
 from .pooling import combine_windows, pool, truncate_dim
@@ -190,7 +190,7 @@ class Embedder:
         unloaded = (set(self._variant.alternates.values()) | {self._variant.model_file}) - {loaded}
         # A graph's external weights (GRAPH.onnx_data, `export --external-data`) belong to that graph.
         return sum(entry.bytes for entry in self._variant.files
-                   if not any(entry.path in (graph, graph + "_data") for graph in unloaded))
+                   if not any(entry.path in (graph, graph + EXTERNAL_DATA_SUFFIX) for graph in unloaded))
 
     @property
     def prompts(self) -> dict[str, str]:

@@ -13,6 +13,8 @@ from .errors import ManifestError
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 POOLING_MODES = ("mean", "cls", "max")
+# A graph's external weights: GRAPH.onnx_data beside GRAPH.onnx (optimum's and transformers.js' name).
+EXTERNAL_DATA_SUFFIX = "_data"
 
 
 @dataclass
