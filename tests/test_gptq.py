@@ -1,10 +1,11 @@
 """GPTQ rounding of the q8 recipe on random matrices: fewer output errors than rounding to nearest, the same
-codes when inputs are uncorrelated, codes in range, dead inputs zeroed."""
+codes when inputs are uncorrelated, codes in range, dead inputs zeroed; the inverse factor and the block size
+change no code."""
 from __future__ import annotations
 
 import numpy as np
 
-from edgembed.export.q8_recipe import gptq_int8
+from edgembed.export.q8_recipe import _inverse_upper_factor, gptq_int8
 
 
 def correlated_inputs(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
@@ -50,3 +51,22 @@ def test_an_input_that_is_always_zero_gets_zero_weights():
     weight = rng.normal(size=(24, 8)).astype(np.float32)
     codes, _ = gptq_int8(weight, inputs.T.astype(np.float64) @ inputs)
     assert not codes[5].any()
+
+
+def test_the_inverse_factor_is_the_upper_cholesky_factor_of_the_inverse_hessian():
+    rng = np.random.default_rng(4)
+    inputs = correlated_inputs(rng, 256, 48).astype(np.float64)
+    hessian = inputs.T @ inputs + 0.1 * np.eye(48)
+    upper = _inverse_upper_factor(hessian)
+    np.testing.assert_array_equal(upper, np.triu(upper))
+    np.testing.assert_allclose(upper, np.linalg.cholesky(np.linalg.inv(hessian)).T, rtol=1e-9, atol=1e-12)
+
+
+def test_the_block_size_does_not_change_the_codes():
+    rng = np.random.default_rng(5)
+    inputs = correlated_inputs(rng, 1024, 80)
+    weight = rng.normal(size=(80, 24)).astype(np.float32)
+    gram = inputs.T.astype(np.float64) @ inputs
+    codes = [gptq_int8(weight, gram, block=block)[0] for block in (8, 32, 80)]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    np.testing.assert_array_equal(codes[0], codes[2])
