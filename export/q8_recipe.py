@@ -446,8 +446,10 @@ def gptq_int8(weight: np.ndarray, gram: np.ndarray, damping: float = GPTQ_DAMPIN
 def _inverse_upper_factor(hessian: np.ndarray) -> np.ndarray:
     """The upper triangular U with U^T U = inverse(hessian), without forming the inverse: with P the reversal,
     P H P = L L^T gives U = P L^-1 P (one Cholesky and one triangular inverse: about a third of the work)."""
-    from scipy.linalg import lapack
-
+    try:
+        from scipy.linalg import lapack
+    except ImportError:
+        raise MissingDependencyError("scipy", "export", install=EXPORT_INSTALL) from None
     lower = np.linalg.cholesky(np.ascontiguousarray(hessian[::-1, ::-1]))
     inverse, info = lapack.dtrtri(np.asfortranarray(lower), lower=1)
     if info != 0:
