@@ -51,12 +51,12 @@ def measure(export: Path, sizes: list[tuple[int, int]], threads: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    sizes = list(next(iter(results["rows"].values())))
+    first = next(iter(results["rows"].values()))  # every variant ran the same sizes
+    sizes = list(first)
     lines = [f"# The export's check at several sizes: {results['model']}", "",
              f"Host: {results['cpu']} ({results['isa']}); {results['seconds']:.0f} s. Against the export's fp32 ONNX "
              "variant. Cells: worst domain's top-10 overlap / lowest cosine.", "",
-             "| variant | " + " | ".join(f"{s} ({results['rows'][next(iter(results['rows']))][s]['texts']} texts)"
-                                        for s in sizes) + " |",
+             "| variant | " + " | ".join(f"{s} ({first[s]['texts']} texts)" for s in sizes) + " |",
              "|---|" + "---|" * len(sizes)]
     for name, by_size in results["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{by_size[s]['top10_worst']:.3f} / {by_size[s]['cos_min']:.4f}"
