@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("--documents", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["fp32", "q8"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> int:
 
     exports = dict(item.split("=", 1) for item in args.exports)
     documents = evaluation_suite(100, 1000).speed_documents(args.documents)
-    runs = [(name, variant, backend) for name in exports for backend in ("onnxruntime", "openvino")
+    runs = [(name, variant, backend) for name in exports for backend in args.backends
             for variant in args.variants]
     best = dict.fromkeys(runs, 0.0)
     load = Path("/proc/loadavg").read_text().split()[:3]
