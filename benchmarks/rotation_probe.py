@@ -54,11 +54,11 @@ def parse(candidate: str) -> tuple[str, int | None, bool]:
     body, _, extra = candidate.partition("+")
     kind, _, block = body.partition("@")
     real = kind in ("real", "realdown")
-    if kind not in ("plain", "rot", "rotdown", "real", "realdown") or extra not in ("", "act", "tensor") \
-            or (kind != "plain") != bool(block) or real != (extra in ("", "tensor")) \
+    if kind not in ("plain", "rot", "rotdown", "real", "realdown") or extra not in ("", "act", "tensor", "attntensor") \
+            or (kind != "plain") != bool(block) or real != (extra in ("", "tensor", "attntensor")) \
             or (kind == "realdown" and extra):
         raise SystemExit(f"candidate {candidate!r}: expected plain, rot@B or rotdown@B, optionally +act, "
-                         "real@B, optionally +tensor, or realdown@B")
+                         "real@B, optionally +tensor or +attntensor, or realdown@B")
     return kind, int(block) if block else None, extra
 
 
@@ -135,11 +135,12 @@ def round_activations(model, rotations: dict) -> None:
     model.graph.node.extend(nodes)
 
 
-def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor: bool = False):
+def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor: str | None = None):
     """A real int8 graph: every weight MatMul reads its input turned by R (a Reshape, a float MatMul by one
     Hadamard block, a Reshape back), quantized per token by the recipe's quantizer, times GPTQ int8 codes of
-    R^T W; int8 word embeddings as in the recipe; no smoothing, no float outlier path. `per_tensor`: the
-    MatMuls no LayerNorm feeds quantize their input per tensor instead (ONNX Runtime's dynamic quantization)."""
+    R^T W; int8 word embeddings as in the recipe; no smoothing, no float outlier path. `per_tensor` "all": the
+    MatMuls no LayerNorm feeds quantize their input per tensor instead (ONNX Runtime's dynamic quantization);
+    "attention": only the attention output projections do (the down projections stay per token)."""
     from onnx import helper, numpy_helper
 
     from edgembed.export import q8_recipe
@@ -149,6 +150,8 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
     matmuls = q8_recipe._weight_matmuls(model, weights)
     inputs = list(dict.fromkeys(node.input[0] for node in matmuls))
     widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
+    fed_by_layernorm = q8_recipe._layernorm_fed_matmuls(model)  # before the turns sit between them
+    down = {node.name for node in matmuls if widths[node.input[0]] == max(widths.values())}
     stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths)
     rounded = {}
     for name in inputs:
@@ -185,7 +188,8 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
             nodes += inserted.get(output, [])
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    per_token = q8_recipe._layernorm_fed_matmuls(model) if per_tensor else {node.name for node in matmuls}
+    per_token = {"all": fed_by_layernorm, "attention": fed_by_layernorm | down}.get(
+        per_tensor or "", {node.name for node in matmuls})
     if per_tensor:  # the float weights the dynamic quantizer lays out: R^T W (its codes are replaced by GPTQ's)
         for node in matmuls:
             if node.name not in per_token:
@@ -288,7 +292,8 @@ def candidate_export(export: Path, work: Path, candidate: str, calibration: list
     model = onnx.load(str(export / "onnx" / "model.onnx"))
     kind, block, activations = parse(candidate)  # activations: "act", "tensor" or ""
     if kind == "real":
-        model = rotated_int8_graph(model, calibration, block, per_tensor=activations == "tensor")
+        per_tensor = {"tensor": "all", "attntensor": "attention"}.get(activations)
+        model = rotated_int8_graph(model, calibration, block, per_tensor=per_tensor)
     elif kind == "realdown":
         model = recipe_with_turned_down_projections(model, calibration, block)
     else:
