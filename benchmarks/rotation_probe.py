@@ -49,16 +49,18 @@ def block_rotation(width: int, block: int) -> np.ndarray:
     return rotation
 
 
-def parse(candidate: str) -> tuple[str, int | None, bool]:
-    """'rot@64+act' -> ('rot', 64, True)."""
+SIMULATED = {"plain", "rot", "rotdown"}  # float rounding; "+act" adds the activations
+REAL = {"real": ("", "tensor", "attntensor"), "realdown": ("",), "ov": ("",)}  # real graphs and their options
+
+
+def parse(candidate: str) -> tuple[str, int | None, str]:
+    """'rot@64+act' -> ('rot', 64, 'act')."""
     body, _, extra = candidate.partition("+")
     kind, _, block = body.partition("@")
-    real = kind in ("real", "realdown")
-    if kind not in ("plain", "rot", "rotdown", "real", "realdown") or extra not in ("", "act", "tensor", "attntensor") \
-            or (kind != "plain") != bool(block) or real != (extra in ("", "tensor", "attntensor")) \
-            or (kind == "realdown" and extra):
-        raise SystemExit(f"candidate {candidate!r}: expected plain, rot@B or rotdown@B, optionally +act, "
-                         "real@B, optionally +tensor or +attntensor, or realdown@B")
+    allowed = ("", "act") if kind in SIMULATED else REAL.get(kind, ())
+    if extra not in allowed or (kind != "plain") != bool(block):
+        raise SystemExit(f"candidate {candidate!r}: expected plain, rot@B or rotdown@B, optionally +act; real@B, "
+                         "optionally +tensor or +attntensor; realdown@B; or ov@B")
     return kind, int(block) if block else None, extra
 
 
@@ -317,6 +319,56 @@ def candidate_export(export: Path, work: Path, candidate: str, calibration: list
     return target
 
 
+def openvino_candidate(export: Path, block: int) -> dict:
+    """The export's OpenVINO q8 recipe (nncf INT8_ASYM weights, the manifest's precision hint) on the fp32 graph
+    with every weight MatMul's input turned by R and its weight R^T W, written to EXPORT/peers/; its spec."""
+    import onnx
+    import openvino
+    from onnx import helper, numpy_helper
+
+    from edgembed.export import openvino_variants, q8_recipe
+    from edgembed.runtime.manifest import Manifest
+
+    model = onnx.load(str(export / "onnx" / "model.onnx"))
+    q8_recipe._name_unnamed_nodes(model)
+    weights = {i.name: i for i in model.graph.initializer}
+    matmuls = q8_recipe._weight_matmuls(model, weights)
+    widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
+    for node in matmuls:
+        rotation = block_rotation(widths[node.input[0]], block)
+        weight = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+        weights[node.input[1]].CopyFrom(numpy_helper.from_array((rotation.T @ weight).astype(np.float32),
+                                                                node.input[1]))
+    model.graph.initializer.append(numpy_helper.from_array(hadamard(block)[None].astype(np.float32), "rotation_block"))
+    inserted: dict[str, list] = {}
+    for number, name in enumerate(dict.fromkeys(node.input[0] for node in matmuls)):
+        width = widths[name]
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
+            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"rotation{number}_rows")])
+        inserted[name] = [helper.make_node("Reshape", [name, f"rotation{number}_blocks"], [f"{name}_blocks"]),
+                          helper.make_node("MatMul", [f"{name}_blocks", "rotation_block"], [f"{name}_blocks_turned"]),
+                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
+                                           [f"{name}_turned"])]
+    for node in matmuls:
+        node.input[0] = f"{node.input[0]}_turned"
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        for output in node.output:
+            nodes += inserted.get(output, [])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    target = export / "peers" / f"rotation-openvino-q8-{block}.xml"
+    target.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
+        onnx.save(model, f"{scratch}/turned.onnx")
+        compressed = openvino_variants._int8_asym_weights(openvino.convert_model(f"{scratch}/turned.onnx"))
+        openvino.save_model(compressed, str(target), compress_to_fp16=False)
+    hint = Manifest.read(export).find("openvino", "q8").precision_hint
+    return {"format": "openvino", "file": str(target.relative_to(export)), "hint": hint}
+
+
 def run_fidelity(args: argparse.Namespace) -> dict:
     from edgembed.evaluation.domains import evaluation_suite
     from edgembed.export import onnx_variants
@@ -332,6 +384,12 @@ def run_fidelity(args: argparse.Namespace) -> dict:
         fidelity.embed(args.export, {"format": "onnx", "dtype": "q8"}, texts, args.threads), reference, suite)}
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as work:
         for candidate in args.candidates:
+            if parse(candidate)[0] == "ov":
+                spec = openvino_candidate(args.export, parse(candidate)[1] or 0)
+                rows[candidate] = fidelity.figures_of(fidelity.embed(args.export, spec, texts, args.threads),
+                                                      reference, suite)
+                print(candidate, json.dumps(rows[candidate]["domains"]), file=sys.stderr, flush=True)
+                continue
             export = candidate_export(args.export, Path(work), candidate, calibration)
             vectors = fidelity.embed(export, {"format": "onnx", "dtype": "q8"}, texts, args.threads)
             rows[candidate] = fidelity.figures_of(vectors, reference, suite)
