@@ -50,7 +50,8 @@ def block_rotation(width: int, block: int) -> np.ndarray:
 
 
 SIMULATED = {"plain", "rot", "rotdown"}  # float rounding; "+act" adds the activations
-REAL = {"real": ("", "tensor", "attntensor"), "realdown": ("",), "ov": ("",)}  # real graphs and their options
+# real graphs and their options
+REAL = {"real": ("", "tensor", "attntensor", "unturnedattn"), "realdown": ("",), "ov": ("",)}
 
 
 def parse(candidate: str) -> tuple[str, int | None, str]:
@@ -60,7 +61,7 @@ def parse(candidate: str) -> tuple[str, int | None, str]:
     allowed = ("", "act") if kind in SIMULATED else REAL.get(kind, ())
     if extra not in allowed or (kind != "plain") != bool(block):
         raise SystemExit(f"candidate {candidate!r}: expected plain, rot@B or rotdown@B, optionally +act; real@B, "
-                         "optionally +tensor or +attntensor; realdown@B; or ov@B")
+                         "optionally +tensor, +attntensor or +unturnedattn; realdown@B; or ov@B")
     return kind, int(block) if block else None, extra
 
 
@@ -137,12 +138,14 @@ def round_activations(model, rotations: dict) -> None:
     model.graph.node.extend(nodes)
 
 
-def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor: str | None = None):
+def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor: str | None = None,
+                       turn_attention: bool = True):
     """A real int8 graph: every weight MatMul reads its input turned by R (a Reshape, a float MatMul by one
     Hadamard block, a Reshape back), quantized per token by the recipe's quantizer, times GPTQ int8 codes of
     R^T W; int8 word embeddings as in the recipe; no smoothing, no float outlier path. `per_tensor` "all": the
     MatMuls no LayerNorm feeds quantize their input per tensor instead (ONNX Runtime's dynamic quantization);
-    "attention": only the attention output projections do (the down projections stay per token)."""
+    "attention": only the attention output projections do (the down projections stay per token).
+    `turn_attention` False: the attention output projections read their input as it is (still per token)."""
     from onnx import helper, numpy_helper
 
     from edgembed.export import q8_recipe
@@ -154,12 +157,14 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
     widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
     fed_by_layernorm = q8_recipe._layernorm_fed_matmuls(model)  # before the turns sit between them
     down = {node.name for node in matmuls if widths[node.input[0]] == max(widths.values())}
+    unturned = set() if turn_attention else {node.input[0] for node in matmuls
+                                             if node.name not in fed_by_layernorm | down}
     stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths)
     rounded = {}
     for name in inputs:
         readers = [node for node in matmuls if node.input[0] == name]
         parts = [numpy_helper.to_array(weights[node.input[1]]) for node in readers]
-        rotation = block_rotation(widths[name], block)
+        rotation = np.eye(widths[name]) if name in unturned else block_rotation(widths[name], block)
         turned = rotation.T @ np.concatenate(parts, axis=1).astype(np.float64)
         gram = rotation.T @ stats.pop(name).gram.astype(np.float64) @ rotation
         codes, scales = q8_recipe.gptq_int8(turned.astype(np.float32), gram)
@@ -171,7 +176,7 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
     # three-dimensional, so the recipe does not take the rotation for a weight MatMul of the model
     model.graph.initializer.append(numpy_helper.from_array(hadamard(block)[None].astype(np.float32), "rotation_block"))
     inserted: dict[str, list] = {}
-    for number, name in enumerate(inputs):
+    for number, name in enumerate(name for name in inputs if name not in unturned):
         width = widths[name]
         model.graph.initializer.extend([
             numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
@@ -182,7 +187,8 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
                           helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
                                            [f"{name}_turned"])]
     for node in matmuls:
-        node.input[0] = f"{node.input[0]}_turned"
+        if node.input[0] not in unturned:
+            node.input[0] = f"{node.input[0]}_turned"
     nodes = []
     for node in model.graph.node:
         nodes.append(node)
@@ -295,7 +301,8 @@ def candidate_export(export: Path, work: Path, candidate: str, calibration: list
     kind, block, activations = parse(candidate)  # activations: "act", "tensor" or ""
     if kind == "real":
         per_tensor = {"tensor": "all", "attntensor": "attention"}.get(activations)
-        model = rotated_int8_graph(model, calibration, block, per_tensor=per_tensor)
+        model = rotated_int8_graph(model, calibration, block, per_tensor=per_tensor,
+                                   turn_attention=activations != "unturnedattn")
     elif kind == "realdown":
         model = recipe_with_turned_down_projections(model, calibration, block)
     else:
