@@ -11,6 +11,14 @@ block-diagonal Hadamard matrix of blocks of B (W -> R^T W, its Hessian R^T H R) 
 `rotdown@B` only the down projections'; `+act` also rounds every MatMul's input to int8 per token (symmetric,
 as the recipe's per-token quantizer). Figures per domain against the fp32 variant.
 
+Real graphs: `real@B` turns every weight MatMul's input in the graph (Reshape, float MatMul by one Hadamard
+block, Reshape back) and runs it through the recipe's per-token quantizer against GPTQ int8 codes of R^T W (int8
+word embeddings; no smoothing, no outlier path); `+tensor` quantizes the inputs no LayerNorm feeds per tensor
+instead, `+attntensor` only the attention outputs', `+unturnedattn` leaves the attention outputs' input unturned.
+`realdown@B` is the shipped recipe with only the down projections turned. `ov@B` is the OpenVINO q8 recipe
+(nncf INT8_ASYM) on the turned fp32 graph, written to EXPORT/peers/. `--keep DIR` keeps each ONNX candidate's
+export, for benchmarks/q8_speed.py.
+
 `speed` times the shipped q8 graph against the same graph with a rotation inserted (a float MatMul on a
 [..., K/B, B] reshape) before the inputs a rotated recipe would turn at run time: the LayerNorm-fed inputs and
 the down projections' (the attention output's turn can be folded into the value weights, per head). Its vectors
