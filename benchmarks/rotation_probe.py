@@ -146,6 +146,36 @@ def round_activations(model, rotations: dict) -> None:
     model.graph.node.extend(nodes)
 
 
+def insert_turns(model, widths: dict[str, int], block: int, readers: list, *, three_dimensional: bool = True) -> None:
+    """Turn each input of `widths` (name -> width) by R in the graph: a Reshape to (..., width / block, block), a
+    float MatMul by one Hadamard block, a Reshape back, as `{name}_turned`; `readers` (nodes) read that instead."""
+    from onnx import helper, numpy_helper
+
+    matrix = hadamard(block).astype(np.float32)
+    # three-dimensional, so the recipe does not take the rotation for a weight MatMul of the model
+    model.graph.initializer.append(numpy_helper.from_array(matrix[None] if three_dimensional else matrix,
+                                                           "rotation_block"))
+    inserted: dict[str, list] = {}
+    for number, (name, width) in enumerate(widths.items()):
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
+            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"rotation{number}_rows")])
+        inserted[name] = [helper.make_node("Reshape", [name, f"rotation{number}_blocks"], [f"{name}_blocks"]),
+                          helper.make_node("MatMul", [f"{name}_blocks", "rotation_block"], [f"{name}_blocks_turned"],
+                                           name=f"{name}_RotationMatMul"),
+                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
+                                           [f"{name}_turned"])]
+    for node in readers:
+        node.input[:] = [f"{value}_turned" if value in inserted else value for value in node.input]
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        for output in node.output:
+            nodes += inserted.get(output, [])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor: str | None = None,
                        turn_attention: bool = True):
     """A real int8 graph: every weight MatMul reads its input turned by R (a Reshape, a float MatMul by one
@@ -154,7 +184,7 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
     MatMuls no LayerNorm feeds quantize their input per tensor instead (ONNX Runtime's dynamic quantization);
     "attention": only the attention output projections do (the down projections stay per token).
     `turn_attention` False: the attention output projections read their input as it is (still per token)."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     from edgembed.export import q8_recipe
 
@@ -181,29 +211,8 @@ def rotated_int8_graph(model, calibration: list[dict], block: int, *, per_tensor
             end = start + part.shape[1]
             rounded[node.input[1]] = (np.ascontiguousarray(codes[:, start:end]), scales[start:end].copy())
             start = end
-    # three-dimensional, so the recipe does not take the rotation for a weight MatMul of the model
-    model.graph.initializer.append(numpy_helper.from_array(hadamard(block)[None].astype(np.float32), "rotation_block"))
-    inserted: dict[str, list] = {}
-    for number, name in enumerate(name for name in inputs if name not in unturned):
-        width = widths[name]
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
-            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"rotation{number}_rows")])
-        inserted[name] = [helper.make_node("Reshape", [name, f"rotation{number}_blocks"], [f"{name}_blocks"]),
-                          helper.make_node("MatMul", [f"{name}_blocks", "rotation_block"], [f"{name}_blocks_turned"],
-                                           name=f"{name}_RotationMatMul"),
-                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
-                                           [f"{name}_turned"])]
-    for node in matmuls:
-        if node.input[0] not in unturned:
-            node.input[0] = f"{node.input[0]}_turned"
-    nodes = []
-    for node in model.graph.node:
-        nodes.append(node)
-        for output in node.output:
-            nodes += inserted.get(output, [])
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    insert_turns(model, {name: widths[name] for name in inputs if name not in unturned}, block,
+                 [node for node in matmuls if node.input[0] not in unturned])
     per_token = {"all": fed_by_layernorm, "attention": fed_by_layernorm | down}.get(
         per_tensor or "", {node.name for node in matmuls})
     if per_tensor:  # the float weights the dynamic quantizer lays out: R^T W (its codes are replaced by GPTQ's)
@@ -225,7 +234,7 @@ def recipe_with_turned_down_projections(model, calibration: list[dict], block: i
     """The shipped recipe, except that each down projection reads its input turned by R (weights R^T W),
     quantized per token, without smoothing or the float outlier path."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     from edgembed.export import q8_recipe
 
@@ -235,30 +244,12 @@ def recipe_with_turned_down_projections(model, calibration: list[dict], block: i
     down = [node for node in q8_recipe._weight_matmuls(model, weights)
             if weights[node.input[1]].dims[0] > weights[node.input[1]].dims[1]
             and not q8_recipe._fed_by_layernorm(node, producers)]
-    # three-dimensional, so the recipe does not take the rotation for a weight MatMul of the model
-    model.graph.initializer.append(numpy_helper.from_array(hadamard(block)[None].astype(np.float32), "rotation_block"))
-    inserted: dict[str, list] = {}
-    for number, node in enumerate(down):
-        name, width = node.input[0], int(weights[node.input[1]].dims[0])
+    widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in down}
+    for node in down:
         weight = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
         weights[node.input[1]].CopyFrom(numpy_helper.from_array(
-            (block_rotation(width, block).T @ weight).astype(np.float32), node.input[1]))
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
-            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"rotation{number}_rows")])
-        inserted[name] = [helper.make_node("Reshape", [name, f"rotation{number}_blocks"], [f"{name}_blocks"]),
-                          helper.make_node("MatMul", [f"{name}_blocks", "rotation_block"], [f"{name}_blocks_turned"],
-                                           name=f"{name}_RotationMatMul"),
-                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
-                                           [f"{name}_turned"])]
-        node.input[0] = f"{name}_turned"
-    nodes = []
-    for node in model.graph.node:
-        nodes.append(node)
-        for output in node.output:
-            nodes += inserted.get(output, [])
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+            (block_rotation(widths[node.input[0]], block).T @ weight).astype(np.float32), node.input[1]))
+    insert_turns(model, widths, block, down)
     turned = {node.name for node in down}
     patched = {"_layernorm_fed_matmuls": lambda m, original=q8_recipe._layernorm_fed_matmuls: original(m) | turned,
                "_smoothing_targets": lambda m, matmuls, w, original=q8_recipe._smoothing_targets: [
@@ -339,7 +330,7 @@ def openvino_candidate(export: Path, block: int) -> dict:
     with every weight MatMul's input turned by R and its weight R^T W, written to EXPORT/peers/; its spec."""
     import onnx
     import openvino
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     from edgembed.export import openvino_variants, q8_recipe
     from edgembed.runtime.manifest import Manifest
@@ -354,26 +345,7 @@ def openvino_candidate(export: Path, block: int) -> dict:
         weight = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
         weights[node.input[1]].CopyFrom(numpy_helper.from_array((rotation.T @ weight).astype(np.float32),
                                                                 node.input[1]))
-    model.graph.initializer.append(numpy_helper.from_array(hadamard(block)[None].astype(np.float32), "rotation_block"))
-    inserted: dict[str, list] = {}
-    for number, name in enumerate(dict.fromkeys(node.input[0] for node in matmuls)):
-        width = widths[name]
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"rotation{number}_blocks"),
-            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"rotation{number}_rows")])
-        inserted[name] = [helper.make_node("Reshape", [name, f"rotation{number}_blocks"], [f"{name}_blocks"]),
-                          helper.make_node("MatMul", [f"{name}_blocks", "rotation_block"], [f"{name}_blocks_turned"]),
-                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"rotation{number}_rows"],
-                                           [f"{name}_turned"])]
-    for node in matmuls:
-        node.input[0] = f"{node.input[0]}_turned"
-    nodes = []
-    for node in model.graph.node:
-        nodes.append(node)
-        for output in node.output:
-            nodes += inserted.get(output, [])
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    insert_turns(model, widths, block, matmuls)
     target = export / "peers" / f"rotation-openvino-q8-{block}.xml"
     target.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
@@ -418,7 +390,6 @@ def run_fidelity(args: argparse.Namespace) -> dict:
 def with_rotations(source: Path, fp32: Path, block: int, destination: Path) -> Path:
     """`source` (a q8 graph) with a block rotation before every LayerNorm-fed and down-projection input."""
     import onnx
-    from onnx import helper, numpy_helper
 
     from edgembed.export import q8_recipe
 
@@ -430,26 +401,8 @@ def with_rotations(source: Path, fp32: Path, block: int, destination: Path) -> P
     widest = max(widths.values())
     targets = {n.input[0] for n in matmuls if n.name in fed_by_layernorm or widths[n.input[0]] == widest}
     model = onnx.load(str(source))
-    model.graph.initializer.append(numpy_helper.from_array(hadamard(block).astype(np.float32), "probe_H"))
-    inserted: dict[str, list] = {}
-    for number, name in enumerate(sorted(targets)):
-        width = widths[name]
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array([0, 0, width // block, block], np.int64), f"probe{number}_blocks"),
-            numpy_helper.from_array(np.array([0, 0, width], np.int64), f"probe{number}_rows")])
-        for node in model.graph.node:
-            node.input[:] = [f"{name}_turned" if value == name else value for value in node.input]
-        inserted[name] = [helper.make_node("Reshape", [name, f"probe{number}_blocks"], [f"{name}_blocks"]),
-                          helper.make_node("MatMul", [f"{name}_blocks", "probe_H"], [f"{name}_blocks_turned"]),
-                          helper.make_node("Reshape", [f"{name}_blocks_turned", f"probe{number}_rows"],
-                                           [f"{name}_turned"])]
-    nodes = []
-    for node in model.graph.node:
-        nodes.append(node)
-        for output in node.output:
-            nodes += inserted.get(output, [])
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    insert_turns(model, {name: widths[name] for name in sorted(targets)}, block, list(model.graph.node),
+                 three_dimensional=False)
     onnx.save(model, str(destination))
     return destination
 
