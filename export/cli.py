@@ -8,7 +8,7 @@ from pathlib import Path
 from edgembed.evaluation.domains import EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES, EXPORT_CHECK_TOKENS
 from edgembed.runtime.errors import InvalidArgumentError
 
-from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FORMATS
+from .variants import DEFAULT_Q4_BLOCK_SIZE, DEFAULT_Q8_RECIPE, DTYPES, FORMATS, Q8_RECIPES
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +45,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--q4-block-size", type=int, default=DEFAULT_Q4_BLOCK_SIZE, metavar="N",
                         help="weights per quantization block in the ONNX q4 variant "
                              f"(default: {DEFAULT_Q4_BLOCK_SIZE})")
+    parser.add_argument("--q8-recipe", choices=Q8_RECIPES, default=DEFAULT_Q8_RECIPE,
+                        help="how the ONNX q8 variant is made: smoothed (outlier channels smoothed and a few kept in "
+                             "float) or turned (each MatMul input turned by block Hadamard matrices first: a closer "
+                             "top-10 on non-Latin text, about 5%% slower; docs/q8-recipe.md) "
+                             f"(default: {DEFAULT_Q8_RECIPE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),
                         help="retrieval check of every variant on each domain of the built-in suite, each text "
@@ -93,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         matryoshka_dims=args.matryoshka_dims, min_cosine=thresholds, allow_low_fidelity=args.allow_low_fidelity,
         allow_pickle=args.allow_pickle_weights, overwrite=args.overwrite, opset=args.opset,
         calibration_texts=read_texts(args.calibration_data, args.calibration_field) if args.calibration_data else None,
-        q4_block_size=args.q4_block_size, attention=args.attention, eval_queries=args.eval_size[0],
-        eval_documents=args.eval_size[1], external_data=args.external_data,
+        q4_block_size=args.q4_block_size, q8_recipe=args.q8_recipe, attention=args.attention,
+        eval_queries=args.eval_size[0], eval_documents=args.eval_size[1], external_data=args.external_data,
         verbose=args.verbose,
     )
     manifest = run_export(request, progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_Q4_BLOCK_SIZE = 32
+Q8_RECIPES = ("smoothed", "turned")  # export/q8_recipe.py, export/q8_turned.py
+DEFAULT_Q8_RECIPE = "smoothed"
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class ConvertInputs:
     calibration: list[dict[str, np.ndarray]] | None
     alternates: dict[str, Path] = field(default_factory=dict)
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
+    q8_recipe: str = DEFAULT_Q8_RECIPE
     status: Callable[[str], None] | None = None  # hears where a long conversion is, for the progress heartbeat
 
     def say(self, step: str) -> None:

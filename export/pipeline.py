@@ -38,7 +38,18 @@ from .reference import load_reference_model, reference_embeddings, reference_tok
 from .source import Source, resolve
 from .validate import REFERENCE, load_variant, measure_variant, token_differences
 from .validation_texts import validation_texts
-from .variants import DEFAULT_Q4_BLOCK_SIZE, DTYPES, FILE_FORMATS, FORMATS, RECIPES, SUPPORTED, Recipe, find_recipe
+from .variants import (
+    DEFAULT_Q4_BLOCK_SIZE,
+    DEFAULT_Q8_RECIPE,
+    DTYPES,
+    FILE_FORMATS,
+    FORMATS,
+    Q8_RECIPES,
+    RECIPES,
+    SUPPORTED,
+    Recipe,
+    find_recipe,
+)
 
 # The fp32 ONNX graph every converter starts from is the onnx/fp32 variant's file.
 FP32_ONNX = find_recipe("onnx", "fp32")
@@ -68,6 +79,7 @@ class ExportRequest:
     eval_queries: int = EXPORT_CHECK_QUERIES  # retrieval check per domain of the built-in suite; 0 skips it
     eval_documents: int = EXPORT_CHECK_DOCUMENTS
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
+    q8_recipe: str = DEFAULT_Q8_RECIPE  # the ONNX q8 recipe: smoothed or turned (export/q8_turned.py)
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
     external_data: bool = False  # ONNX weights in FILE.onnx_data beside each graph
     verbose: bool = False  # let other tools' warnings, log lines and progress bars through
@@ -171,11 +183,13 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     alternates = {family: out / path for family, path in (recipe.alternates or {}).items()}
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
                                          calibration=calibration, alternates=alternates,
-                                         q4_block_size=request.q4_block_size, status=progress.status))
+                                         q4_block_size=request.q4_block_size, q8_recipe=request.q8_recipe,
+                                         status=progress.status))
     if request.external_data and recipe.format == "onnx":
         files = onnx_variants.weights_beside(files)
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],
-                      precision_hint=recipe.precision_hint, quantization=recipe.describe(request.q4_block_size),
+                      precision_hint=recipe.precision_hint, quantization=recipe.describe(
+                          q4_block_size=request.q4_block_size, q8_recipe=request.q8_recipe),
                       portable=recipe.portable, alternates=dict(recipe.alternates or {}))
     threshold = request.min_cosine.get(recipe.dtype, recipe.min_cosine)
     progress.status(f"validating {recipe.name} through the runtime")
@@ -274,6 +288,8 @@ def _check_request(request: ExportRequest) -> None:
             raise UnknownChoiceError("--min-cosine variant", dtype, DTYPES)
     if request.q4_block_size < 16 or request.q4_block_size & (request.q4_block_size - 1):
         raise InvalidArgumentError("--q4-block-size", request.q4_block_size, "a power of two, at least 16")
+    if request.q8_recipe not in Q8_RECIPES:
+        raise UnknownChoiceError("--q8-recipe value", request.q8_recipe, Q8_RECIPES)
     if request.calibration_texts is not None and not request.calibration_texts:
         raise InvalidArgumentError("--calibration-data", "(no texts)", "a file with at least one text")
     if request.output.exists() and not request.overwrite and any(request.output.iterdir()):

@@ -78,8 +78,12 @@ def _imports():
 
 
 def convert_q8(inputs: ConvertInputs) -> list[Path]:
-    """The q8 graph, then its uint8 twin at each of the recipe's alternates (the no-vnni family's file)."""
-    primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
+    """The q8 graph of the chosen recipe (smoothed, or turned: q8_turned.py), then its uint8 twin at each of the
+    recipe's alternates (the no-vnni family's file)."""
+    from .q8_turned import quantize_q8_turned
+
+    quantize = quantize_q8_turned if inputs.q8_recipe == "turned" else quantize_q8
+    primary = quantize(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
     return primary + [twin for path in inputs.alternates.values() for twin in write_uint8_twin(primary[0], path)]
 
 

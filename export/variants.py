@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fp16, onnx_variants, openvino_variants, q8_recipe
-from .converting import DEFAULT_Q4_BLOCK_SIZE, Converter
+from .converting import DEFAULT_Q4_BLOCK_SIZE, DEFAULT_Q8_RECIPE, Q8_RECIPES, Converter
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Recipe:
 
     `precision_hint`: OpenVINO's INFERENCE_PRECISION_HINT (without one, CPUs with AMX or avx512_bf16 run an f32 IR
     in bf16). `portable`: its numbers do not depend on the CPU's int8 path. `description` may name
-    {q4_block_size}.
+    {q4_block_size} and {q8_recipe} (the chosen ONNX q8 recipe's line of Q8_RECIPE_DESCRIPTIONS).
     """
 
     format: str
@@ -54,8 +54,19 @@ class Recipe:
     def name(self) -> str:
         return f"{self.format}/{self.dtype}"
 
-    def describe(self, q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE) -> str:
-        return self.description.format(q4_block_size=q4_block_size)
+    def describe(self, *, q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE, q8_recipe: str = DEFAULT_Q8_RECIPE) -> str:
+        return self.description.format(q4_block_size=q4_block_size, q8_recipe=Q8_RECIPE_DESCRIPTIONS[q8_recipe])
+
+
+# What each ONNX q8 recipe (--q8-recipe) does, for the manifest.
+Q8_RECIPE_DESCRIPTIONS = {
+    "smoothed": "calibrated smoothing of outlier channels, GPTQ-rounded int8 weights per output channel, activations "
+                "quantized at run time (per token where a LayerNorm feeds the MatMul), each down projection's 8 "
+                "largest input channels in float32 (export/q8_recipe.py)",
+    "turned": "the inputs of the LayerNorm-fed MatMuls and of the down projections turned by block Hadamard "
+              "matrices of 32, GPTQ-rounded int8 weights of the turned weights per output channel, every activation "
+              "quantized per token at run time (export/q8_turned.py)",
+}
 
 
 # File names: transformers.js under onnx/, sentence-transformers under openvino/.
@@ -66,10 +77,8 @@ RECIPES = [
            "float16 weights and arithmetic; rotary tables, attention and RoPE kernels stay float32", 0.999,
            "half the disk, the same vectors (slower than fp32 on CPUs)"),
     Recipe("onnx", "q8", "onnx/model_quantized.onnx", q8_recipe.convert_q8,
-           "int8 MatMuls (export/q8_recipe.py): calibrated smoothing of outlier channels, GPTQ-rounded int8 weights "
-           "per output channel, activations quantized at run time (per token where a LayerNorm feeds the MatMul), "
-           "each down projection's 8 largest input channels in float32; "
-           "int8 word embeddings; the same integers as uint8 in onnx/model_uint8.onnx for x86 CPUs without VNNI",
+           "int8 MatMuls: {q8_recipe}; int8 word embeddings; "
+           "the same integers as uint8 in onnx/model_uint8.onnx for x86 CPUs without VNNI",
            0.97, "CPU serving: the default", needs_calibration=True,
            alternates={"no-vnni": "onnx/model_uint8.onnx"}),  # transformers.js' name for uint8 weights
     Recipe("onnx", "q4", "onnx/model_q4.onnx", onnx_variants.convert_q4,
@@ -94,6 +103,7 @@ RECIPES = [
            "download size matters more than fidelity", precision_hint="f32", portable=False),
 ]
 DTYPES = tuple(dict.fromkeys(recipe.dtype for recipe in RECIPES))
+assert set(Q8_RECIPE_DESCRIPTIONS) == set(Q8_RECIPES), "every --q8-recipe needs its manifest description"
 FORMATS = tuple(FILE_FORMATS)
 SUPPORTED = {fmt: tuple(r.dtype for r in RECIPES if r.format == fmt) for fmt in FORMATS}
 DEFAULT_MIN_COSINE = {recipe.dtype: recipe.min_cosine for recipe in RECIPES}

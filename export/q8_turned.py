@@ -1,0 +1,134 @@
+"""The turned q8 recipe (`--q8-recipe turned`): MatMul inputs turned by block Hadamard matrices, then per-token int8.
+
+The smoothed recipe (q8_recipe.py) spends its effort on a few loud channels. Its rounding error still falls
+more than random error would on the directions in which a domain's texts differ, which costs non-Latin text
+its top-10 (docs/q8-recipe.md, twelfth session). Here the input x of a MatMul becomes x R and the weight
+becomes R^T W, with R block-diagonal of orthonormal Hadamard blocks of TURN_BLOCK: the product is the same in
+float, and a loud channel is spread over its block, so both the per-token activation step and the
+per-column weight step get finer. No smoothing and no float outlier path are needed.
+
+1. Calibration as in the smoothed recipe: each MatMul input's Gram matrix G on the calibration feeds.
+2. Turned: the inputs fed by a LayerNormalization (attention and FFN input projections) and the down
+   projections' (more rows than columns). The attention output projections read their input as it is: turning
+   it did not help its top-10 and cost speed. Widths that are not a multiple of TURN_BLOCK stay as they are.
+3. Weights: GPTQ int8 per output column of R^T W, rounded against R^T G R.
+4. In the graph: Reshape to rows of TURN_BLOCK, one float MatMul by the Hadamard block, Reshape back to the
+   input's shape; then every weight MatMul quantizes its (turned) input per token, as the smoothed recipe's
+   LayerNorm-fed MatMuls do.
+5. int8 word embeddings, Adds before LayerNormalization as Sum, and the uint8 twin: as in the smoothed recipe.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import q8_recipe
+
+TURN_BLOCK = 32  # Hadamard block size: 64 kept more top-10 but cost twice the speed (docs/q8-recipe.md)
+
+
+def hadamard(size: int) -> np.ndarray:
+    """The orthonormal (and symmetric) Hadamard matrix of a power-of-two size (Sylvester's construction)."""
+    if size < 1 or size & (size - 1):
+        raise ValueError(f"a Hadamard block needs a power-of-two size, not {size}")
+    matrix = np.ones((1, 1))
+    while matrix.shape[0] < size:
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix / np.sqrt(size)
+
+
+def turn_rows(matrix: np.ndarray, block: int) -> np.ndarray:
+    """R^T M for R block-diagonal of Hadamard blocks of `block` (each group of `block` rows mixed by one block)."""
+    rows = matrix.shape[0]
+    grouped = matrix.reshape(rows // block, block, -1)
+    return np.einsum("ij,gjn->gin", hadamard(block), grouped).reshape(matrix.shape)
+
+
+def turn_gram(gram: np.ndarray, block: int) -> np.ndarray:
+    """R^T G R: the Gram matrix of the turned input x R."""
+    return turn_rows(turn_rows(gram, block).T, block).T
+
+
+def quantize_q8_turned(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
+                       status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK) -> list[Path]:
+    """Write the turned q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed per text).
+
+    The float weights wait in a scratch file and are read one matrix at a time, as in the smoothed recipe.
+    """
+    onnx, _, _, _ = q8_recipe._imports()
+    with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
+        directory = Path(scratch)
+        model = q8_recipe._with_external_weights(fp32, directory)
+        q8_recipe._name_unnamed_nodes(model)
+        weights = {i.name: i for i in model.graph.initializer}
+        matmuls = q8_recipe._weight_matmuls(model, weights)
+        widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
+        turned = _turned_inputs(model, matmuls, weights, block)
+        inputs = list(widths)
+        stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths, weights_dir=directory,
+                                     status=status)
+        rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
+            gram = stats.pop(name).gram.astype(np.float64)
+            readers = [node for node in matmuls if node.input[0] == name]
+            parts = [q8_recipe.weight_values(weights[node.input[1]], directory) for node in readers]
+            if name in turned:
+                parts = [turn_rows(part.astype(np.float64), block).astype(np.float32) for part in parts]
+                gram = turn_gram(gram, block)
+            rounded.update(q8_recipe._gptq_side_by_side([node.input[1] for node in readers], parts, None, gram))
+            del parts, gram
+            if status is not None:
+                status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
+        _insert_turns(model, turned, block, {node.name for node in matmuls})
+        q8_recipe._quantize_per_token(model, {node.name for node in matmuls}, rounded)
+        del rounded
+        q8_recipe._int8_embedding_rows(model, directory)
+        q8_recipe._adds_before_layernorm_as_sum(model)
+        onnx.load_external_data_for_model(model, str(directory))  # the norms and biases still in the scratch file
+    onnx.save(model, str(destination))
+    return [destination]
+
+
+def _turned_inputs(model, matmuls: list, weights: dict, block: int) -> set[str]:
+    """The inputs to turn: those of the LayerNorm-fed MatMuls and of the down projections, when `block` divides
+    their width."""
+    fed_by_layernorm = q8_recipe._layernorm_fed_matmuls(model)
+    chosen = set()
+    for node in matmuls:
+        rows, columns = weights[node.input[1]].dims
+        if (node.name in fed_by_layernorm or rows > columns) and rows % block == 0:
+            chosen.add(node.input[0])
+    return chosen
+
+
+def _insert_turns(model, names: set[str], block: int, readers: set[str]) -> None:
+    """After each tensor in `names`: Reshape to rows of `block`, MatMul by the Hadamard block, Reshape back to the
+    tensor's own shape, as `{name}_turned`; the MatMuls named in `readers` read the turned tensor instead."""
+    from onnx import helper, numpy_helper
+
+    if not names:
+        return
+    model.graph.initializer.extend([
+        numpy_helper.from_array(hadamard(block).astype(np.float32), "turn_block"),
+        numpy_helper.from_array(np.array([-1, block], np.int64), "turn_rows")])
+    inserted: dict[str, list] = {}
+    for name in sorted(names):
+        inserted[name] = [
+            helper.make_node("Shape", [name], [f"{name}_shape"], name=f"{name}_TurnShape"),
+            helper.make_node("Reshape", [name, "turn_rows"], [f"{name}_rows"], name=f"{name}_TurnRows"),
+            helper.make_node("MatMul", [f"{name}_rows", "turn_block"], [f"{name}_rows_turned"],
+                             name=f"{name}_TurnMatMul"),
+            helper.make_node("Reshape", [f"{name}_rows_turned", f"{name}_shape"], [f"{name}_turned"],
+                             name=f"{name}_TurnBack")]
+    nodes = []
+    for node in model.graph.node:
+        if node.name in readers and node.input[0] in names:
+            node.input[0] = f"{node.input[0]}_turned"
+        nodes.append(node)
+        for output in node.output:
+            nodes += inserted.get(output, [])
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)

@@ -1,0 +1,95 @@
+"""The turned q8 recipe (`--q8-recipe turned`, export/q8_turned.py): the turn is exact in float, and the exported
+graph holds it, runs through the runtime on every CPU and keeps the tiny model's vectors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import TINY_THRESHOLDS, cosines
+from emulation import embed_q8, needs_qemu
+
+from edgembed.export.q8_turned import TURN_BLOCK, hadamard, turn_gram, turn_rows
+from edgembed.runtime import Embedder
+
+
+def _block_diagonal(width: int, block: int) -> np.ndarray:
+    rotation = np.zeros((width, width))
+    for start in range(0, width, block):
+        rotation[start:start + block, start:start + block] = hadamard(block)
+    return rotation
+
+
+def test_hadamard_blocks_are_orthonormal():
+    for size in (1, 2, 32, 64):
+        matrix = hadamard(size)
+        np.testing.assert_allclose(matrix @ matrix.T, np.eye(size), atol=1e-12)
+
+
+def test_hadamard_block_size_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power-of-two size, not 48"):
+        hadamard(48)
+
+
+def test_turning_input_and_weight_keeps_the_product():
+    rng = np.random.default_rng(0)
+    x, weight = rng.normal(size=(5, 96)), rng.normal(size=(96, 40))
+    rotation = _block_diagonal(96, TURN_BLOCK)
+    np.testing.assert_allclose(turn_rows(weight, TURN_BLOCK), rotation.T @ weight, atol=1e-12)
+    np.testing.assert_allclose((x @ rotation) @ turn_rows(weight, TURN_BLOCK), x @ weight, atol=1e-10)
+
+
+def test_turned_gram_is_the_gram_of_the_turned_input():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 64)) * np.linspace(0.1, 20, 64)  # loud channels, as a MatMul input has
+    rotation = _block_diagonal(64, TURN_BLOCK)
+    np.testing.assert_allclose(turn_gram(x.T @ x, TURN_BLOCK), (x @ rotation).T @ (x @ rotation), rtol=1e-10,
+                               atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def turned_export(tiny_model_dir, tmp_path_factory):
+    from edgembed.cli import main
+
+    out = tmp_path_factory.mktemp("turned") / "out"
+    assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8", "--format", "onnx",
+                 "--q8-recipe", "turned", "--eval-size", "0", "0"]) == 0
+    return out
+
+
+def test_turned_export_says_so_in_the_manifest(turned_export):
+    variant = next(v for v in json.loads((turned_export / "manifest.json").read_text())["variants"]
+                   if v["dtype"] == "q8")
+    assert "turned by block Hadamard matrices of 32" in variant["quantization"]
+    assert variant["alternates"] == {"no-vnni": "onnx/model_uint8.onnx"}
+
+
+def test_turned_graph_has_turns_and_no_smoothing_or_float_outliers(turned_export):
+    graph = onnx.load(str(turned_export / "onnx" / "model_quantized.onnx")).graph
+    names = [node.name for node in graph.node]
+    assert not [name for name in names if name.endswith(("_SmoothingMul", "_OutlierMatMul"))]
+    turns = [name for name in names if name.endswith("_TurnMatMul")]
+    per_token = [node for node in graph.node if node.name.endswith("_PerToken")]
+    reading_turned = [node for node in per_token if "_turned_per_token" in node.input[0]]
+    # tiny ModernBERT, 4 layers: every weight MatMul per token (Q, K, V, attention output, GeGLU's two, down); the
+    # inputs of Q, K, V, of GeGLU and of the down projection turned, the attention output's not
+    assert (len(turns), len(per_token), len(reading_turned)) == (12, 28, 24)
+
+
+def test_turned_q8_matches_pytorch(turned_export, parity_texts, parity_reference, report):
+    vectors = Embedder.load(turned_export, variant="q8", backend="onnxruntime").encode(parity_texts)
+    sims = cosines(vectors, parity_reference)
+    report(f"tiny ModernBERT   q8/onnxruntime turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f}")
+    assert sims.min() >= TINY_THRESHOLDS["q8"]
+
+
+@needs_qemu
+def test_turned_q8_on_an_emulated_avx2_cpu_matches_pytorch(turned_export, parity_texts, parity_reference, report,
+                                                          tmp_path):
+    seen = embed_q8(turned_export, "onnxruntime", parity_texts, tmp_path / "avx2.npy", emulate=True)
+    assert seen["int8_path"] == "avx2" and "model_uint8.onnx" in seen["describe"]
+    sims = cosines(np.load(tmp_path / "avx2.npy"), parity_reference)
+    report(f"tiny ModernBERT   q8/onnxruntime turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f} "
+           f"on an emulated AVX2 CPU (qemu Haswell)")
+    assert sims.min() >= TINY_THRESHOLDS["q8"]
