@@ -93,3 +93,16 @@ def test_turned_q8_on_an_emulated_avx2_cpu_matches_pytorch(turned_export, parity
     report(f"tiny ModernBERT   q8/onnxruntime turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f} "
            f"on an emulated AVX2 CPU (qemu Haswell)")
     assert sims.min() >= TINY_THRESHOLDS["q8"]
+
+
+def test_unknown_q8_recipe_names_the_recipes(tmp_path, capsys):
+    from edgembed.cli import main
+    from edgembed.export.pipeline import ExportRequest, run_export
+    from edgembed.runtime.errors import UnknownChoiceError
+
+    with pytest.raises(UnknownChoiceError, match="--q8-recipe value 'rotated'; available: 'smoothed', 'turned'"):
+        run_export(ExportRequest(model="unused", output=tmp_path / "o", dtypes=["q8"], q8_recipe="rotated"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "unused", "-o", str(tmp_path / "o"), "--quantize", "q8", "--q8-recipe", "rotated"])
+    assert exit_info.value.code == 2 and "choose from 'smoothed', 'turned'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
