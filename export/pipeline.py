@@ -98,6 +98,8 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         for dtype in request.dtypes:
             if dtype not in SUPPORTED[fmt]:
                 emit(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
+    if request.q8_recipe != DEFAULT_Q8_RECIPE and not any(r.name == "onnx/q8" for r in recipes):
+        emit(f"note: --q8-recipe {request.q8_recipe} makes the onnx q8 variant, which this export does not write")
     calibrated = any(r.needs_calibration for r in recipes)
     with quiet_tools(request.verbose, emit), Steps(4 + calibrated + len(recipes), emit) as steps:
         manifest = _export(request, recipes, calibrated, steps, emit)

@@ -106,3 +106,14 @@ def test_unknown_q8_recipe_names_the_recipes(tmp_path, capsys):
         main(["export", "unused", "-o", str(tmp_path / "o"), "--quantize", "q8", "--q8-recipe", "rotated"])
     assert exit_info.value.code == 2 and "choose from 'smoothed', 'turned'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_q8_recipe_without_an_onnx_q8_says_it_has_nothing_to_make(tmp_path):
+    from edgembed.export.errors import ExportError
+    from edgembed.export.pipeline import ExportRequest, run_export
+
+    lines: list[str] = []
+    with pytest.raises(ExportError, match="is not a local directory"):  # the note comes before the model is sought
+        run_export(ExportRequest(model=str(tmp_path / "missing"), output=tmp_path / "o", dtypes=["fp32", "q8"],
+                                 formats=["openvino"], q8_recipe="turned"), progress=lines.append)
+    assert "note: --q8-recipe turned makes the onnx q8 variant, which this export does not write" in lines
