@@ -27,7 +27,7 @@ import numpy as np
 
 from . import q8_recipe
 
-TURN_BLOCK = 32  # Hadamard block size: 64 kept more top-10 but cost twice the speed (docs/q8-recipe.md)
+TURN_BLOCK = 32  # Hadamard block size: 64 kept more top-10 but cost about twice as much speed (docs/q8-recipe.md)
 
 
 def hadamard(size: int) -> np.ndarray:
