@@ -31,11 +31,13 @@ from run import OtherLoad, git_state, machine_info, versions
 HERE = Path(__file__).resolve().parent
 SAMPLE_SECONDS = 0.2
 STEP_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.*)")
-# What each model is exported with: the README's commands, the retrieval check skipped, and the peer.
+# What each model is exported with: the README's commands, the retrieval check skipped, and the peer. Runs with
+# "-turned" make the q8 with --q8-recipe turned; "-no-eval" skips the retrieval check.
 RUNS = {
     "modernbert-base": ("edgembed", "peer"),
     "modernbert-large": ("edgembed", "edgembed-no-eval", "peer"),
 }
+CHOICES = ("edgembed", "edgembed-no-eval", "edgembed-turned", "edgembed-turned-no-eval", "peer")
 QUANTIZE = {"modernbert-base": ("fp32", "q8"), "modernbert-large": ("q8",)}
 PEER_QUANTIZE = ("import sys; from onnxruntime.quantization import QuantType, quantize_dynamic; "
                  "quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8, per_channel=True)")
@@ -147,10 +149,11 @@ def steps_of(lines: list[tuple[float, str]], samples: list[tuple[float, int]], w
     return steps
 
 
-def edgembed_command(checkpoint: Path, out: Path, quantize: Sequence[str], eval_size: bool) -> list[str]:
+def edgembed_command(checkpoint: Path, out: Path, quantize: Sequence[str], run: str) -> list[str]:
     command = [sys.executable, "-m", "edgembed", "export", str(checkpoint), "-o", str(out),
                "--quantize", *quantize, "--overwrite"]
-    return command + ([] if eval_size else ["--eval-size", "0", "0"])
+    command += ["--q8-recipe", "turned"] if "-turned" in run else []
+    return command + (["--eval-size", "0", "0"] if run.endswith("-no-eval") else [])
 
 
 def peer_commands(checkpoint: Path, out: Path) -> list[list[str]]:
@@ -174,7 +177,7 @@ def run_model(name: str, runs: Sequence[str], work_dir: Path, logs: Path) -> dic
             parts = [measure(command, logs / f"{name}-peer-{number}.log", label=f"{name} peer")
                      for number, command in enumerate(peer_commands(checkpoint, out))]
         else:
-            command = edgembed_command(checkpoint, out, QUANTIZE[name], eval_size=run == "edgembed")
+            command = edgembed_command(checkpoint, out, QUANTIZE[name], run)
             parts = [measure(command, logs / f"{name}-{run}.log", label=f"{name} {run}")]
         results[run] = summary(parts, load.cores(), out)
         print(f"{name} {run}: {results[run]['wall_seconds']:.0f} s, peak RSS {results[run]['peak_rss_mb']:.0f} MB",
@@ -242,8 +245,8 @@ def markdown(results: dict) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(RUNS), default=list(RUNS))
-    parser.add_argument("--runs", nargs="+", choices=("edgembed", "edgembed-no-eval", "peer"),
-                        help="only these runs (default: every run of each model)")
+    parser.add_argument("--runs", nargs="+", choices=CHOICES,
+                        help="these runs (default: the model's runs in RUNS)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "export")
     parser.add_argument("--work-dir", type=Path, default=HERE / ".cache")
     parser.add_argument("--note", default="", help="a line for the report, e.g. which edgembed code ran (PYTHONPATH)")
@@ -257,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "date": datetime.date.today().isoformat(), "git": git_state(), "machine": machine_info(),
                "versions": versions(), "note": args.note, "python_path": os.environ.get("PYTHONPATH", ""), "models": {}}
     for name in args.models:
-        runs = [run for run in RUNS[name] if not args.runs or run in args.runs]
+        runs = args.runs or list(RUNS[name])
         results["models"][name] = run_model(name, runs, args.work_dir, args.out / "logs")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))

@@ -5,13 +5,15 @@
 
 Every (export, variant, backend) runs one timed pass over the suite's speed documents (up to 3,000, the domains
 taking turns, as `edgembed eval` times them) per round, the order reversing every round, one model loaded at a
-time; each keeps its best pass. Printed: texts per second, each q8 against its own export's fp32 on the same
-backend, and each export's q8 against the first export's.
+time; each keeps its best pass. With --queries N, each also embeds N suite queries one at a time per round (the
+latency path of a server's lone query) and keeps its best median. Printed: texts per second and query latency,
+each q8 against its own export's fp32 on the same backend, and each export's against the first export's.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["fp32", "q8"])
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
+    parser.add_argument("--queries", type=int, default=0, help="also time N queries, one text per call")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -38,10 +41,13 @@ def main() -> int:
     from edgembed.runtime import Embedder
 
     exports = dict(item.split("=", 1) for item in args.exports)
-    documents = evaluation_suite(100, 1000).speed_documents(args.documents)
+    suite = evaluation_suite(100, 1000)
+    documents = suite.speed_documents(args.documents)
+    queries = [query for group in zip(*(q for q, _ in suite.domains.values())) for query in group][:args.queries]
     runs = [(name, variant, backend) for name in exports for backend in args.backends
             for variant in args.variants]
     best = dict.fromkeys(runs, 0.0)
+    latency = dict.fromkeys(runs, float("inf"))
     load = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
     for number in range(args.rounds):
@@ -49,6 +55,8 @@ def main() -> int:
             name, variant, backend = run
             model = Embedder.load(exports[name], variant=variant, backend=backend, threads=args.threads)
             best[run] = max(best[run], documents_per_second(model, documents))
+            if queries:
+                latency[run] = min(latency[run], median_query_ms(model, queries))
             del model
         print(f"round {number + 1}: " + ", ".join(f"{'/'.join(r)} {v:.0f}" for r, v in best.items()), file=sys.stderr)
     first = next(iter(exports))
@@ -58,15 +66,30 @@ def main() -> int:
         rows.append({"export": name, "variant": variant, "backend": backend, "texts_per_second": round(rate, 1),
                      "vs_fp32": round(rate / best[(name, "fp32", backend)], 3) if "fp32" in args.variants else None,
                      f"vs_{first}": round(rate / best[(first, variant, backend)], 3)})
+        if queries:
+            ms = latency[(name, variant, backend)]
+            rows[-1].update(query_ms=round(ms, 2), query_vs_first=round(ms / latency[(first, variant, backend)], 3))
     result = {"isa": isa(), "loadavg_before": " ".join(load), "loadavg_after": " ".join(
               Path("/proc/loadavg").read_text().split()[:3]), "documents": len(documents), "rounds": args.rounds,
-              "threads": args.threads, "seconds": round(time.perf_counter() - started), "rows": rows}
+              "queries": len(queries), "threads": args.threads, "seconds": round(time.perf_counter() - started),
+              "rows": rows}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
+
+
+def median_query_ms(model, queries: list[str]) -> float:
+    """Median milliseconds of embedding each query alone (after one warm-up call)."""
+    model.encode(queries[:1], prompt="")
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        model.encode([query], prompt="", normalize=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

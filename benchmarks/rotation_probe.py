@@ -1,4 +1,6 @@
-"""Would rotating each MatMul's input (block Hadamard, QuaRot-style) lift q8's top-10? A probe, not the recipe.
+"""Would rotating each MatMul's input (block Hadamard, QuaRot-style) lift q8's top-10? The probe behind the recipe.
+
+The recipe it led to is export/q8_turned.py (`edgembed export --q8-recipe turned`, `real@32+unturnedattn` here).
 
     python benchmarks/rotation_probe.py fidelity EXPORT --domains korean russian english-prose \
         --candidates plain+act rot@64+act rot@32+act --out benchmarks/results/fidelity/rotation
@@ -38,16 +40,10 @@ from pathlib import Path
 import fidelity
 import numpy as np
 
+from edgembed.export.q8_turned import hadamard
+
 HERE = Path(__file__).resolve().parent
 FLOOR = 1e-12  # per-token scales never reach zero
-
-
-def hadamard(size: int) -> np.ndarray:
-    """The orthonormal Hadamard matrix of a power-of-two size."""
-    matrix = np.ones((1, 1))
-    while matrix.shape[0] < size:
-        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
-    return matrix / np.sqrt(size)
 
 
 def block_rotation(width: int, block: int) -> np.ndarray:
