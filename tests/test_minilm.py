@@ -39,6 +39,16 @@ def minilm_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
+def minilm_turned_export(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgembed.cli import main
+
+    out = tmp_path_factory.mktemp("minilm-turned") / "out"
+    assert main(["export", str(minilm_dir), "-o", str(out), "--quantize", "fp32", "q8", "--format", "onnx",
+                 "--q8-recipe", "turned", "--eval-size", "0", "0"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def sentences() -> list[str]:
     texts = real_sentences(300)
     assert len(texts) == 300
@@ -105,36 +115,55 @@ def q8_goal(domain: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_q8_meets_the_fidelity_goal_on_every_domain(minilm_export, suite, report, backend):
-    from edgembed.evaluation.evaluate import encode_suite, evaluate_embedder
-
-    fp32 = Embedder.load(minilm_export, variant="fp32", backend=backend, threads=2)
-    reference = encode_suite(fp32, suite)
-    q8 = Embedder.load(minilm_export, variant="q8", backend=backend, threads=2)
-    figures = evaluate_embedder(q8, suite, reference, f"fp32/{backend}", rate=lambda *_: 1.0)
-    for domain, fidelity in figures.domains.items():
-        report(f"all-MiniLM-L6-v2 q8/{backend:<11} {domain:>13} vs fp32: cosine mean {fidelity.cosine_mean:.5f} p1 "
-               f"{fidelity.cosine_p1:.5f} min {fidelity.cosine_min:.5f}, top-10 overlap {fidelity.top10_overlap:.4f}")
-    for domain, fidelity in figures.domains.items():
+    for domain, fidelity in _q8_domains(minilm_export, suite, report, backend, "").items():
         for name, goal in q8_goal(domain).items():
             assert getattr(fidelity, name) >= goal, (domain, name, getattr(fidelity, name))
 
 
+def test_turned_q8_lifts_the_scripts_top10_towards_the_goal(minilm_turned_export, suite, report):
+    """--q8-recipe turned: every domain's cosines as the goal asks, and the script domains' top-10 within 0.01 of
+    0.95 (0.953 or more on 100 x 1,000 per domain; 30 queries move by 0.003 a neighbour; docs/q8-recipe.md,
+    thirteenth session), where the default recipe stays near 0.93."""
+    for domain, fidelity in _q8_domains(minilm_turned_export, suite, report, "onnxruntime", " turned").items():
+        top10 = Q8_GOAL["top10_overlap"] - (0.01 if domain in SCRIPT_TOP10 else 0.0)
+        for name, goal in {**Q8_GOAL, "cosine_p1": 0.995, "top10_overlap": top10}.items():
+            assert getattr(fidelity, name) >= goal, (domain, name, getattr(fidelity, name))
+
+
+def _q8_domains(export: Path, suite, report, backend: str, label: str) -> dict:
+    """The q8's figures per domain against the same export's fp32 on `backend`, reported."""
+    from edgembed.evaluation.evaluate import encode_suite, evaluate_embedder
+
+    fp32 = Embedder.load(export, variant="fp32", backend=backend, threads=2)
+    reference = encode_suite(fp32, suite)
+    q8 = Embedder.load(export, variant="q8", backend=backend, threads=2)
+    figures = evaluate_embedder(q8, suite, reference, f"fp32/{backend}", rate=lambda *_: 1.0)
+    for domain, fidelity in figures.domains.items():
+        report(f"all-MiniLM-L6-v2 q8/{backend:<11}{label} {domain:>13} vs fp32: cosine mean "
+               f"{fidelity.cosine_mean:.5f} p1 {fidelity.cosine_p1:.5f} min {fidelity.cosine_min:.5f}, top-10 "
+               f"overlap {fidelity.top10_overlap:.4f}")
+    return figures.domains
+
+
 @needs_qemu
-def test_q8_keeps_its_fidelity_on_an_emulated_avx2_cpu(minilm_export, report, tmp_path):
+@pytest.mark.parametrize("recipe", ["smoothed", "turned"])
+def test_q8_keeps_its_fidelity_on_an_emulated_avx2_cpu(minilm_export, minilm_turned_export, report, tmp_path,
+                                                       recipe):
     """A share of every domain through the q8 on an AVX2 CPU without
     VNNI: the same integer arithmetic as on this host. The float parts round differently on AVX2 and AVX-512, and
     a rounding can move an activation across a quantization step, so vectors agree to cosine 0.999, not bits."""
     from edgembed.evaluation.domains import evaluation_suite
     from edgembed.evaluation.evaluate import cosine_per_row
 
+    export = minilm_turned_export if recipe == "turned" else minilm_export
     texts = evaluation_suite(1, 2).flatten()  # every domain; emulation runs the model about 200 times slower
-    seen = embed_q8(minilm_export, "onnxruntime", texts, tmp_path / "avx2.npy", emulate=True)
-    embed_q8(minilm_export, "onnxruntime", texts, tmp_path / "here.npy")
+    seen = embed_q8(export, "onnxruntime", texts, tmp_path / "avx2.npy", emulate=True)
+    embed_q8(export, "onnxruntime", texts, tmp_path / "here.npy")
     emulated, here = np.load(tmp_path / "avx2.npy"), np.load(tmp_path / "here.npy")
-    fp32 = Embedder.load(minilm_export, variant="fp32", backend="onnxruntime").encode(texts, batch_size=8)
+    fp32 = Embedder.load(export, variant="fp32", backend="onnxruntime").encode(texts, batch_size=8)
     sims = cosine_per_row(emulated, fp32)
-    report(f"all-MiniLM-L6-v2 q8/onnxruntime on an emulated AVX2 CPU ({seen['int8_path']}), {len(texts)} texts of "
-           f"every domain vs fp32: cosine mean {sims.mean():.5f} min {sims.min():.5f}; to this host's q8 min "
+    report(f"all-MiniLM-L6-v2 q8/onnxruntime {recipe} on an emulated AVX2 CPU ({seen['int8_path']}), {len(texts)} "
+           f"texts of every domain vs fp32: cosine mean {sims.mean():.5f} min {sims.min():.5f}; to this host's q8 min "
            f"{cosine_per_row(emulated, here).min():.5f}")
     assert seen["int8_path"] == "avx2"
     assert sims.mean() >= Q8_GOAL["cosine_mean"] and sims.min() >= Q8_GOAL["cosine_min"]
