@@ -123,7 +123,7 @@ def _insert_turns(model, names: set[str], block: int, readers: set[str]) -> None
                              name=f"{name}_TurnMatMul"),
             helper.make_node("Reshape", [f"{name}_rows_turned", f"{name}_shape"], [f"{name}_turned"],
                              name=f"{name}_TurnBack")]
-    nodes = []
+    nodes = [new for graph_input in model.graph.input for new in inserted.get(graph_input.name, [])]
     for node in model.graph.node:
         if node.name in readers and node.input[0] in names:
             node.input[0] = f"{node.input[0]}_turned"

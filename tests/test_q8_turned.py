@@ -117,3 +117,25 @@ def test_q8_recipe_without_an_onnx_q8_says_it_has_nothing_to_make(tmp_path):
         run_export(ExportRequest(model=str(tmp_path / "missing"), output=tmp_path / "o", dtypes=["fp32", "q8"],
                                  formats=["openvino"], q8_recipe="turned"), progress=lines.append)
     assert "note: --q8-recipe turned makes the onnx q8 variant, which this export does not write" in lines
+
+
+def test_turn_nodes_keep_a_graphs_output(tmp_path):
+    """The inserted Reshape, MatMul and Reshape give x R of any rank, so R^T W after them gives x W again."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgembed.export.q8_turned import _insert_turns
+
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(64, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="project")], "turn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(turn_rows(weight.astype(np.float64), TURN_BLOCK).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _insert_turns(model, {"x"}, TURN_BLOCK, {"project"})
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in [(3, 64), (2, 5, 64), (2, 2, 3, 64)]:
+        x = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight, rtol=1e-4, atol=1e-4)
