@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_Q4_BLOCK_SIZE = 32
-Q8_RECIPES = ("smoothed", "turned")  # export/q8_recipe.py, export/q8_turned.py
-DEFAULT_Q8_RECIPE = "smoothed"
+DEFAULT_Q8_RECIPE = "smoothed"  # the recipes: variants.Q8_RECIPE_DESCRIPTIONS
 
 
 @dataclass(frozen=True)

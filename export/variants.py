@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fp16, onnx_variants, openvino_variants, q8_recipe
-from .converting import DEFAULT_Q4_BLOCK_SIZE, DEFAULT_Q8_RECIPE, Q8_RECIPES, Converter
+from .converting import DEFAULT_Q4_BLOCK_SIZE, DEFAULT_Q8_RECIPE, Converter
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ Q8_RECIPE_DESCRIPTIONS = {
               "matrices of 32, GPTQ-rounded int8 weights of the turned weights per output channel, every activation "
               "quantized per token at run time (export/q8_turned.py)",
 }
+Q8_RECIPES = tuple(Q8_RECIPE_DESCRIPTIONS)  # --q8-recipe's choices
 
 
 # File names: transformers.js under onnx/, sentence-transformers under openvino/.
@@ -103,7 +104,6 @@ RECIPES = [
            "download size matters more than fidelity", precision_hint="f32", portable=False),
 ]
 DTYPES = tuple(dict.fromkeys(recipe.dtype for recipe in RECIPES))
-assert set(Q8_RECIPE_DESCRIPTIONS) == set(Q8_RECIPES), "every --q8-recipe needs its manifest description"
 FORMATS = tuple(FILE_FORMATS)
 SUPPORTED = {fmt: tuple(r.dtype for r in RECIPES if r.format == fmt) for fmt in FORMATS}
 DEFAULT_MIN_COSINE = {recipe.dtype: recipe.min_cosine for recipe in RECIPES}
