@@ -82,7 +82,8 @@ def quantize_q8_turned(fp32: Path, destination: Path, calibration: list[dict[str
             del parts, gram
             if status is not None:
                 status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
-        _insert_turns(model, turned, block, {node.name for node in matmuls})
+        shapes = {name: (rank, widths[name]) for name, rank in _ranks(model, turned).items()}
+        _insert_turns(model, turned, block, {node.name for node in matmuls}, shapes=shapes)
         q8_recipe._quantize_per_token(model, {node.name for node in matmuls}, rounded)
         del rounded
         q8_recipe._int8_embedding_rows(model, directory)
@@ -104,21 +105,49 @@ def _turned_inputs(model, matmuls: list, weights: dict, block: int) -> set[str]:
     return chosen
 
 
-def _insert_turns(model, names: set[str], block: int, readers: set[str]) -> None:
+def _ranks(model, names: set[str]) -> dict[str, int]:
+    """The rank of each tensor in `names` that onnx's shape inference knows (the weights stay where they are)."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    known = {}
+    for info in [*inferred.value_info, *inferred.input]:
+        if info.name in names and info.type.tensor_type.HasField("shape"):
+            known[info.name] = len(info.type.tensor_type.shape.dim)
+    return known
+
+
+def _insert_turns(model, names: set[str], block: int, readers: set[str], *,
+                  shapes: dict[str, tuple[int, int]] | None = None) -> None:
     """After each tensor in `names`: Reshape to rows of `block`, MatMul by the Hadamard block, Reshape back to the
-    tensor's own shape, as `{name}_turned`; the MatMuls named in `readers` read the turned tensor instead."""
+    tensor's own shape, as `{name}_turned`; the MatMuls named in `readers` read the turned tensor instead.
+
+    A tensor whose (rank, width) is in `shapes` keeps its leading dimensions through both Reshapes (zeros in
+    their target shapes); one of unknown rank takes its shape from a Shape node, one node more for every text.
+    """
     from onnx import helper, numpy_helper
 
     if not names:
         return
+    shapes = shapes or {}
     model.graph.initializer.extend([
         numpy_helper.from_array(hadamard(block).astype(np.float32), "turn_block"),
         numpy_helper.from_array(np.array([-1, block], np.int64), "turn_rows")])
     inserted: dict[str, list] = {}
     for name in sorted(names):
+        if name in shapes:
+            rank, width = shapes[name]
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.array([0] * (rank - 1) + [width // block, block], np.int64),
+                                        f"{name}_rows_shape"),
+                numpy_helper.from_array(np.array([0] * (rank - 1) + [width], np.int64), f"{name}_shape")])
+            rows, shape = [], [f"{name}_rows_shape"]
+        else:
+            rows = [helper.make_node("Shape", [name], [f"{name}_shape"], name=f"{name}_TurnShape")]
+            shape = ["turn_rows"]
         inserted[name] = [
-            helper.make_node("Shape", [name], [f"{name}_shape"], name=f"{name}_TurnShape"),
-            helper.make_node("Reshape", [name, "turn_rows"], [f"{name}_rows"], name=f"{name}_TurnRows"),
+            *rows,
+            helper.make_node("Reshape", [name, *shape], [f"{name}_rows"], name=f"{name}_TurnRows"),
             helper.make_node("MatMul", [f"{name}_rows", "turn_block"], [f"{name}_rows_turned"],
                              name=f"{name}_TurnMatMul"),
             helper.make_node("Reshape", [f"{name}_rows_turned", f"{name}_shape"], [f"{name}_turned"],

@@ -75,6 +75,7 @@ def test_turned_graph_has_turns_and_no_smoothing_or_float_outliers(turned_export
     # tiny ModernBERT, 4 layers: every weight MatMul per token (Q, K, V, attention output, GeGLU's two, down); the
     # inputs of Q, K, V, of GeGLU and of the down projection turned, the attention output's not
     assert (len(turns), len(per_token), len(reading_turned)) == (12, 28, 24)
+    assert not [name for name in names if name.endswith("_TurnShape")]  # the hidden states' rank is known
 
 
 def test_turned_q8_matches_pytorch(turned_export, parity_texts, parity_reference, report):
@@ -119,23 +120,45 @@ def test_q8_recipe_without_an_onnx_q8_says_it_has_nothing_to_make(tmp_path):
     assert "note: --q8-recipe turned makes the onnx q8 variant, which this export does not write" in lines
 
 
-def test_turn_nodes_keep_a_graphs_output(tmp_path):
-    """The inserted Reshape, MatMul and Reshape give x R of any rank, so R^T W after them gives x W again."""
-    import onnxruntime
+def _one_matmul(weight: np.ndarray):
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgembed.export.q8_turned import _insert_turns
-
-    rng = np.random.default_rng(2)
-    weight = rng.normal(size=(64, 8)).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="project")], "turn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(turn_rows(weight.astype(np.float64), TURN_BLOCK).astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_turn_nodes_keep_a_graphs_output(tmp_path):
+    """The inserted Reshape, MatMul and Reshape give x R of any rank, so R^T W after them gives x W again."""
+    import onnxruntime
+
+    from edgembed.export.q8_turned import _insert_turns
+
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(64, 8)).astype(np.float32)
+    model = _one_matmul(weight)
     _insert_turns(model, {"x"}, TURN_BLOCK, {"project"})
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for shape in [(3, 64), (2, 5, 64), (2, 2, 3, 64)]:
+        x = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight, rtol=1e-4, atol=1e-4)
+
+
+def test_turn_of_a_known_rank_needs_no_shape_node():
+    """With the rank known, both Reshapes keep the leading dimensions by zeros: one node fewer per turn."""
+    import onnxruntime
+
+    from edgembed.export.q8_turned import _insert_turns
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(64, 8)).astype(np.float32)
+    model = _one_matmul(weight)
+    _insert_turns(model, {"x"}, TURN_BLOCK, {"project"}, shapes={"x": (3, 64)})
+    assert [node.op_type for node in model.graph.node] == ["Reshape", "MatMul", "Reshape", "MatMul"]
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in [(2, 5, 64), (1, 1, 64)]:
         x = rng.normal(size=shape).astype(np.float32)
         np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight, rtol=1e-4, atol=1e-4)
