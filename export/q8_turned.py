@@ -14,7 +14,7 @@ per-column weight step get finer. No smoothing and no float outlier path are nee
 3. Weights: GPTQ int8 per output column of R^T W, rounded against R^T G R.
 4. In the graph: Reshape to rows of TURN_BLOCK, one float MatMul by the Hadamard block, Reshape back to the
    input's shape; then every weight MatMul quantizes its (turned) input per token, as the smoothed recipe's
-   LayerNorm-fed MatMuls do.
+   LayerNorm-fed MatMuls do (the attention output too: one range per tensor there lost top-10 for no speed).
 5. int8 word embeddings, Adds before LayerNormalization as Sum, and the uint8 twin: as in the smoothed recipe.
 """
 from __future__ import annotations
@@ -130,9 +130,9 @@ def _insert_turns(model, names: set[str], block: int, readers: set[str], *,
     if not names:
         return
     shapes = shapes or {}
-    model.graph.initializer.extend([
-        numpy_helper.from_array(hadamard(block).astype(np.float32), "turn_block"),
-        numpy_helper.from_array(np.array([-1, block], np.int64), "turn_rows")])
+    model.graph.initializer.append(numpy_helper.from_array(hadamard(block).astype(np.float32), "turn_block"))
+    if not names <= shapes.keys():  # ONNX Runtime warns at every load about an initializer no node reads
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1, block], np.int64), "turn_rows"))
     inserted: dict[str, list] = {}
     for name in sorted(names):
         if name in shapes:

@@ -76,6 +76,7 @@ def test_turned_graph_has_turns_and_no_smoothing_or_float_outliers(turned_export
     # inputs of Q, K, V, of GeGLU and of the down projection turned, the attention output's not
     assert (len(turns), len(per_token), len(reading_turned)) == (12, 28, 24)
     assert not [name for name in names if name.endswith("_TurnShape")]  # the hidden states' rank is known
+    assert "turn_rows" not in {i.name for i in graph.initializer}
 
 
 def test_turned_q8_matches_pytorch(turned_export, parity_texts, parity_reference, report):
@@ -158,6 +159,7 @@ def test_turn_of_a_known_rank_needs_no_shape_node():
     model = _one_matmul(weight)
     _insert_turns(model, {"x"}, TURN_BLOCK, {"project"}, shapes={"x": (3, 64)})
     assert [node.op_type for node in model.graph.node] == ["Reshape", "MatMul", "Reshape", "MatMul"]
+    assert "turn_rows" not in {i.name for i in model.graph.initializer}  # no initializer left for no node
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for shape in [(2, 5, 64), (1, 1, 64)]:
         x = rng.normal(size=shape).astype(np.float32)
