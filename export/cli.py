@@ -48,7 +48,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--q8-recipe", choices=Q8_RECIPES, default=DEFAULT_Q8_RECIPE,
                         help="how the ONNX q8 variant is made: smoothed (outlier channels smoothed and a few kept in "
                              "float) or turned (each MatMul input turned by block Hadamard matrices first: a closer "
-                             "top-10 on non-Latin text, 2-6%% slower on batches and up to 10%% on lone queries; "
+                             "top-10 on non-Latin text, 2-7%% slower on batches and up to 10%% on lone queries; "
                              "docs/q8-recipe.md) "
                              f"(default: {DEFAULT_Q8_RECIPE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
