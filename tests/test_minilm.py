@@ -136,7 +136,7 @@ def test_turned_q8_lifts_the_scripts_top10_towards_the_goal(minilm_turned_export
     thirteenth session), where the default recipe stays near 0.93."""
     for domain, fidelity in _q8_domains(minilm_turned_export, suite, report, "onnxruntime", " turned").items():
         top10 = Q8_GOAL["top10_overlap"] - (0.01 if domain in SCRIPT_TOP10 else 0.0)
-        for name, goal in {**Q8_GOAL, "cosine_p1": 0.995, "top10_overlap": top10}.items():
+        for name, goal in {**q8_goal(domain), "top10_overlap": top10}.items():
             assert getattr(fidelity, name) >= goal, (domain, name, getattr(fidelity, name))
 
 
