@@ -18,12 +18,10 @@ block, Reshape back) and runs it through the recipe's per-token quantizer agains
 word embeddings; no smoothing, no outlier path); `+tensor` quantizes the inputs no LayerNorm feeds per tensor
 instead, `+attntensor` only the attention outputs', `+unturnedattn` leaves the attention outputs' input unturned.
 `realdown@B` is the shipped recipe with only the down projections turned. `ov@B` is the OpenVINO q8 recipe
-(nncf INT8_ASYM) on the turned fp32 graph, written to EXPORT/peers/. `ovgptq@B` gives OpenVINO the turned
-recipe's weights instead: the recipe's turns (`@0`: none; `+all`: the attention outputs' inputs too) and GPTQ int8
-codes of R^T W per output column as the IR's compressed weights (DequantizeLinear in the ONNX graph), the word
-embeddings and the turns' Hadamard blocks (`+float`: not the blocks) by nncf INT8_ASYM, activations left to the CPU
-plugin as in the shipped OpenVINO q8. `--keep DIR` keeps each ONNX candidate's
-export, for benchmarks/q8_speed.py.
+(nncf INT8_ASYM) on the turned fp32 graph, written to EXPORT/peers/. `ovgptq@B` is the exporter's
+OpenVINO q8 with blocks of B: the turned recipe's turns (in float) and GPTQ int8 codes of R^T W per output column
+as the IR's compressed weights (commit 94b8970 also had `ovgptq@0`, `+all` and int8 turns). `--keep DIR` keeps
+each ONNX candidate's export, for benchmarks/q8_speed.py.
 
 `speed` times the shipped q8 graph against the same graph with a rotation inserted (a float MatMul on a
 [..., K/B, B] reshape) before the inputs a rotated recipe would turn at run time: the LayerNorm-fed inputs and
@@ -59,7 +57,7 @@ def block_rotation(width: int, block: int) -> np.ndarray:
 
 SIMULATED = {"plain", "rot", "rotdown"}  # float rounding; "+act" adds the activations
 # real graphs and their options
-REAL = {"real": ("", "tensor", "attntensor", "unturnedattn"), "realdown": ("",), "ov": ("",), "ovgptq": ("", "all", "float")}
+REAL = {"real": ("", "tensor", "attntensor", "unturnedattn"), "realdown": ("",), "ov": ("",), "ovgptq": ("",)}
 
 
 def parse(candidate: str) -> tuple[str, int | None, str]:
@@ -69,7 +67,7 @@ def parse(candidate: str) -> tuple[str, int | None, str]:
     allowed = ("", "act") if kind in SIMULATED else REAL.get(kind, ())
     if extra not in allowed or (kind != "plain") != bool(block):
         raise SystemExit(f"candidate {candidate!r}: expected plain, rot@B or rotdown@B, optionally +act; real@B, "
-                         "optionally +tensor, +attntensor or +unturnedattn; realdown@B; ov@B; or ovgptq@B, optionally +all or +float")
+                         "optionally +tensor, +attntensor or +unturnedattn; realdown@B; ov@B; or ovgptq@B")
     return kind, int(block) if block else None, extra
 
 
@@ -325,6 +323,17 @@ def candidate_export(export: Path, work: Path, candidate: str, calibration: list
     return target
 
 
+def int8_asym_weights(model):
+    """OpenVINO's q8 before the turned recipe: nncf INT8_ASYM on every weight, activation groups of 128."""
+    from edgembed.export import openvino_variants
+
+    nncf = openvino_variants._import_nncf()
+    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    group = str(openvino_variants.Q8_ACTIVATION_GROUP)
+    model.set_rt_info(group, ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    return model
+
+
 def openvino_candidate(export: Path, block: int) -> dict:
     """The export's OpenVINO q8 recipe (nncf INT8_ASYM weights, the manifest's precision hint) on the fp32 graph
     with every weight MatMul's input turned by R and its weight R^T W, written to EXPORT/peers/; its spec."""
@@ -332,7 +341,7 @@ def openvino_candidate(export: Path, block: int) -> dict:
     import openvino
     from onnx import numpy_helper
 
-    from edgembed.export import openvino_variants, q8_recipe
+    from edgembed.export import q8_recipe
     from edgembed.runtime.manifest import Manifest
 
     model = onnx.load(str(export / "onnx" / "model.onnx"))
@@ -350,77 +359,26 @@ def openvino_candidate(export: Path, block: int) -> dict:
     target.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
         onnx.save(model, f"{scratch}/turned.onnx")
-        compressed = openvino_variants._int8_asym_weights(openvino.convert_model(f"{scratch}/turned.onnx"))
+        compressed = int8_asym_weights(openvino.convert_model(f"{scratch}/turned.onnx"))
         openvino.save_model(compressed, str(target), compress_to_fp16=False)
     hint = Manifest.read(export).find("openvino", "q8").precision_hint
     return {"format": "openvino", "file": str(target.relative_to(export)), "hint": hint}
 
 
-def openvino_gptq_candidate(export: Path, block: int, calibration: list[dict], *, turn_all: bool,
-                            float_turns: bool = False) -> dict:
-    """OpenVINO q8 with the turned recipe's weights (see the module's docstring), written to EXPORT/peers/; its spec."""
-    import onnx
+def openvino_gptq_candidate(export: Path, block: int, calibration: list[dict]) -> dict:
+    """The exporter's OpenVINO q8 (export/q8_turned.py's turns and GPTQ codes, float turns) with blocks of `block`,
+    written to EXPORT/peers/; its spec."""
     import openvino
-    from onnx import helper, numpy_helper
 
-    from edgembed.export import openvino_variants, q8_recipe, q8_turned
+    from edgembed.export import openvino_variants, q8_turned
     from edgembed.runtime.manifest import Manifest
 
-    model = onnx.load(str(export / "onnx" / "model.onnx"))
-    q8_recipe._name_unnamed_nodes(model)
-    weights = {i.name: i for i in model.graph.initializer}
-    matmuls = q8_recipe._weight_matmuls(model, weights)
-    widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
-    if not block:
-        turned: set[str] = set()
-    elif turn_all:
-        turned = {name for name, width in widths.items() if width % block == 0}
-    else:
-        turned = q8_turned._turned_inputs(model, matmuls, weights, block)
-    inputs = list(widths)
-    stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths)
-    rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in inputs:
-        gram = stats[name].gram.astype(np.float64)
-        readers = [node for node in matmuls if node.input[0] == name]
-        parts = [numpy_helper.to_array(weights[node.input[1]]) for node in readers]
-        if name in turned:
-            parts = [q8_turned.turn_rows(part.astype(np.float64), block).astype(np.float32) for part in parts]
-            gram = q8_turned.turn_gram(gram, block)
-        rounded.update(q8_recipe._gptq_side_by_side([node.input[1] for node in readers], parts, None, gram))
-    shapes = {name: (rank, widths[name]) for name, rank in q8_turned._ranks(model, turned).items()}
-    q8_turned._insert_turns(model, turned, block, {node.name for node in matmuls}, shapes=shapes)
-    nodes = []
-    for node in model.graph.node:
-        if node.name in {m.name for m in matmuls}:
-            weight = node.input[1]
-            codes, scales = rounded[weight]
-            weights[weight].CopyFrom(numpy_helper.from_array(codes.astype(np.int8), weight))
-            model.graph.initializer.extend([
-                numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale"),
-                numpy_helper.from_array(np.zeros(scales.shape, np.int8), f"{weight}_zero")])
-            nodes.append(helper.make_node("DequantizeLinear", [weight, f"{weight}_scale", f"{weight}_zero"],
-                                          [f"{weight}_float"], name=f"{weight}_Dequantize", axis=1))
-            node.input[1] = f"{weight}_float"
-        nodes.append(node)
-    model.graph.ClearField("node")
-    model.graph.node.extend(nodes)
-    suffix = f"{block}-all" if turn_all else f"{block}-float" if float_turns else str(block)
-    target = export / "peers" / f"gptq-openvino-q8-{suffix}.xml"
+    target = export / "peers" / f"gptq-openvino-q8-{block}.xml"
     target.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
-        onnx.save(model, f"{scratch}/turned.onnx")
-        converted = openvino.convert_model(f"{scratch}/turned.onnx")
-        group = openvino_variants.activation_group(converted)
-        if float_turns:
-            nncf = openvino_variants._import_nncf()
-            blocks = [op.get_friendly_name() for op in converted.get_ops() if op.get_type_name() == "MatMul"
-                      and list(op.input_value(1).get_partial_shape().to_shape()) == [block, block]]
-            compressed = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                               ignored_scope=nncf.IgnoredScope(names=blocks))
-        else:
-            compressed = openvino_variants._int8_asym_weights(converted)  # the word embeddings; int8 weights stay
-        compressed.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+        turned = q8_turned.write_turned_for_openvino(export / "onnx" / "model.onnx", Path(scratch) / "turned.onnx",
+                                                     calibration, block=block)
+        compressed = openvino_variants._int8_embeddings(openvino.convert_model(str(turned)))
         openvino.save_model(compressed, str(target), compress_to_fp16=False)
     hint = Manifest.read(export).find("openvino", "q8").precision_hint
     return {"format": "openvino", "file": str(target.relative_to(export)), "hint": hint}
@@ -441,11 +399,10 @@ def run_fidelity(args: argparse.Namespace) -> dict:
         fidelity.embed(args.export, {"format": "onnx", "dtype": "q8"}, texts, args.threads), reference, suite)}
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as work:
         for candidate in args.candidates:
-            kind, block, extra = parse(candidate)
+            kind, block, _ = parse(candidate)
             if kind in ("ov", "ovgptq"):
                 spec = (openvino_candidate(args.export, block or 0) if kind == "ov" else
-                        openvino_gptq_candidate(args.export, block or 0, calibration, turn_all=extra == "all",
-                                                float_turns=extra == "float"))
+                        openvino_gptq_candidate(args.export, block or 0, calibration))
                 rows[candidate] = fidelity.figures_of(fidelity.embed(args.export, spec, texts, args.threads),
                                                       reference, suite)
                 print(candidate, json.dumps(rows[candidate]["domains"]), file=sys.stderr, flush=True)

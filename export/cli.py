@@ -46,10 +46,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="weights per quantization block in the ONNX q4 variant "
                              f"(default: {DEFAULT_Q4_BLOCK_SIZE})")
     parser.add_argument("--q8-recipe", choices=Q8_RECIPES, default=DEFAULT_Q8_RECIPE,
-                        help="how the ONNX q8 variant is made: smoothed (outlier channels smoothed and a few kept in "
-                             "float) or turned (each MatMul input turned by block Hadamard matrices first: a closer "
-                             "top-10 on non-Latin text, 2-7%% slower on batches and up to 10%% on lone queries; "
-                             "docs/q8-recipe.md) "
+                        help="how the q8 variants are made: smoothed (ONNX: outlier channels smoothed and a few kept "
+                             "in float; OpenVINO: nncf's INT8_ASYM weights) or turned (each MatMul input turned by "
+                             "block Hadamard matrices first, GPTQ int8 weights: a closer top-10 on non-Latin text; "
+                             "ONNX Runtime 2-7%% slower on batches and up to 10%% on lone queries, OpenVINO as fast "
+                             "on batches and 8-18%% slower on lone queries; docs/q8-recipe.md) "
                              f"(default: {DEFAULT_Q8_RECIPE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import numpy as np
 
 from edgembed.runtime.errors import MissingDependencyError
 
+from . import q8_turned
 from .converting import ConvertInputs
 from .errors import EXPORT_INSTALL
 
@@ -53,18 +56,26 @@ def _activation_matmuls(model) -> list[str]:
             if op.get_type_name() == "MatMul" and all(_computed(port) for port in op.inputs())]
 
 
+def _integer_weight(port) -> bool:
+    """Whether a MatMul input is an integer Constant read through its decompression (Convert, Subtract, Multiply)."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and node.get_output_element_type(0).is_integral()
+
+
 def activation_group(model) -> int:
-    """128, or half the narrowest weight MatMul input if narrower: a group never spans a whole row.
+    """128, or half the narrowest input of a MatMul with integer weights (whose activations the CPU plugin quantizes)
+    if narrower: a group never spans a whole row.
 
     A whole-row group is per-token quantization, another kernel path: on AMX it is a fused MLP kernel that
     fails to compile widths not a multiple of 64 (docs/q8-recipe.md, the tiny test model hit it).
     """
     widths = []
     for op in model.get_ops():
-        computed = [port for port in op.inputs() if _computed(port)] if op.get_type_name() == "MatMul" else []
-        if len(computed) != 1:  # not a MatMul, or one of activations only
+        if op.get_type_name() != "MatMul" or not _integer_weight(op.input(1)):
             continue
-        shape = computed[0].get_partial_shape()
+        shape = op.input(0).get_partial_shape()
         last = shape[shape.rank.get_length() - 1]
         if last.is_static:
             widths.append(last.get_length())
@@ -82,8 +93,16 @@ def convert_fp16(inputs: ConvertInputs) -> list[Path]:
 
 
 def convert_q8(inputs: ConvertInputs) -> list[Path]:
-    """int8 weights with a zero point per output channel; activations quantized by the CPU plugin at run time."""
-    return _write_ir(inputs, "nncf: q8 compression", _int8_asym_weights)
+    """int8 weights, activations quantized by the CPU plugin at run time. The smoothed recipe: nncf INT8_ASYM on the
+    fp32 graph. The turned one: its turns and GPTQ int8 weights (export/q8_turned.py), int8 word embeddings."""
+    if inputs.q8_recipe != "turned":
+        return _write_ir(inputs, "nncf: q8 compression", _int8_asym_weights)
+    if not inputs.calibration:
+        raise ValueError("the turned q8 needs calibration feeds")
+    with tempfile.TemporaryDirectory(prefix="edgembed-openvino-q8-") as scratch:
+        turned = q8_turned.write_turned_for_openvino(inputs.source, Path(scratch) / "turned.onnx",
+                                                     inputs.calibration, inputs.status)
+        return _write_ir(replace(inputs, source=turned), "nncf: int8 word embeddings", _int8_embeddings)
 
 
 def convert_q8_static(inputs: ConvertInputs) -> list[Path]:
@@ -114,11 +133,20 @@ def _write_ir(inputs: ConvertInputs, step: str, change: Callable[[Any], Any]) ->
 
 def _int8_asym_weights(model):
     nncf = _import_nncf()
-    group = activation_group(model)  # read from the float weights, before compression rewires them
     # Asymmetric: a zero point per output channel; far closer to fp32 than INT8_SYM on non-Latin text at the
     # same speed (docs/q8-recipe.md, eighth session).
     model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    model.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    model.set_rt_info(str(activation_group(model)), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    return model
+
+
+def _int8_embeddings(model):
+    nncf = _import_nncf()
+    # The weight MatMuls are int8 already; the turns' Hadamard blocks stay float (in int8 the plugin would round
+    # their input as well: a second rounding of the same activations, docs/q8-recipe.md).
+    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
+                                  ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False))
+    model.set_rt_info(str(activation_group(model)), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
     return model
 
 

@@ -79,7 +79,7 @@ class ExportRequest:
     eval_queries: int = EXPORT_CHECK_QUERIES  # retrieval check per domain of the built-in suite; 0 skips it
     eval_documents: int = EXPORT_CHECK_DOCUMENTS
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
-    q8_recipe: str = DEFAULT_Q8_RECIPE  # the ONNX q8 recipe: smoothed or turned (export/q8_turned.py)
+    q8_recipe: str = DEFAULT_Q8_RECIPE  # the q8 recipe: smoothed or turned (export/q8_turned.py)
     attention: str | None = None  # None: efficient for ModernBERT, standard for other architectures
     external_data: bool = False  # ONNX weights in FILE.onnx_data beside each graph
     verbose: bool = False  # let other tools' warnings, log lines and progress bars through
@@ -98,9 +98,9 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = print) 
         for dtype in request.dtypes:
             if dtype not in SUPPORTED[fmt]:
                 emit(f"note: {fmt} has no {dtype} variant; skipped (it has {', '.join(SUPPORTED[fmt])})")
-    if request.q8_recipe != DEFAULT_Q8_RECIPE and not any(r.name == "onnx/q8" for r in recipes):
-        emit(f"note: --q8-recipe {request.q8_recipe} makes the onnx q8 variant, which this export does not write")
-    calibrated = any(r.needs_calibration for r in recipes)
+    if request.q8_recipe != DEFAULT_Q8_RECIPE and not any(r.dtype == "q8" for r in recipes):
+        emit(f"note: --q8-recipe {request.q8_recipe} makes the q8 variants, which this export does not write")
+    calibrated = any(r.calibrates(request.q8_recipe) for r in recipes)
     with quiet_tools(request.verbose, emit), Steps(4 + calibrated + len(recipes), emit) as steps:
         manifest = _export(request, recipes, calibrated, steps, emit)
         steps.finish()

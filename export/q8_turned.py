@@ -16,6 +16,9 @@ per-column weight step get finer. No smoothing and no float outlier path are nee
    input's shape; then every weight MatMul quantizes its (turned) input per token, as the smoothed recipe's
    LayerNorm-fed MatMuls do (the attention output too: one range per tensor there lost top-10 for no speed).
 5. int8 word embeddings, Adds before LayerNormalization as Sum, and the uint8 twin: as in the smoothed recipe.
+
+OpenVINO's q8 under this recipe (`write_turned_for_openvino`) takes steps 1-3 and the turns of step 4 in float;
+the CPU plugin quantizes the activations itself (export/openvino_variants.py).
 """
 from __future__ import annotations
 
@@ -54,43 +57,82 @@ def turn_gram(gram: np.ndarray, block: int) -> np.ndarray:
 
 def quantize_q8_turned(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
                        status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK) -> list[Path]:
-    """Write the turned q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed per text).
-
-    The float weights wait in a scratch file and are read one matrix at a time, as in the smoothed recipe.
-    """
+    """Write the turned q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed per text)."""
     onnx, _, _, _ = q8_recipe._imports()
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
         directory = Path(scratch)
-        model = q8_recipe._with_external_weights(fp32, directory)
-        q8_recipe._name_unnamed_nodes(model)
-        weights = {i.name: i for i in model.graph.initializer}
-        matmuls = q8_recipe._weight_matmuls(model, weights)
-        widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
-        turned = _turned_inputs(model, matmuls, weights, block)
-        inputs = list(widths)
-        stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths, weights_dir=directory,
-                                     status=status)
-        rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
-            gram = stats.pop(name).gram.astype(np.float64)
-            readers = [node for node in matmuls if node.input[0] == name]
-            parts = [q8_recipe.weight_values(weights[node.input[1]], directory) for node in readers]
-            if name in turned:
-                parts = [turn_rows(part.astype(np.float64), block).astype(np.float32) for part in parts]
-                gram = turn_gram(gram, block)
-            rounded.update(q8_recipe._gptq_side_by_side([node.input[1] for node in readers], parts, None, gram))
-            del parts, gram
-            if status is not None:
-                status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
-        shapes = {name: (rank, widths[name]) for name, rank in _ranks(model, turned).items()}
-        _insert_turns(model, turned, block, {node.name for node in matmuls}, shapes=shapes)
-        q8_recipe._quantize_per_token(model, {node.name for node in matmuls}, rounded)
+        model, readers, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
+        q8_recipe._quantize_per_token(model, readers, rounded)
         del rounded
         q8_recipe._int8_embedding_rows(model, directory)
         q8_recipe._adds_before_layernorm_as_sum(model)
         onnx.load_external_data_for_model(model, str(directory))  # the norms and biases still in the scratch file
     onnx.save(model, str(destination))
     return [destination]
+
+
+def write_turned_for_openvino(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
+                              status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK) -> Path:
+    """The same turns and GPTQ int8 codes as `quantize_q8_turned`, each weight read through a DequantizeLinear (one
+    scale per output column) and every activation left float: OpenVINO reads such a weight as compressed int8 and
+    quantizes the activations itself. The word embeddings stay float, for the IR's own compression."""
+    onnx, _, _, _ = q8_recipe._imports()
+    with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
+        directory = Path(scratch)
+        model, readers, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
+        _dequantized_weights(model, rounded)
+        del rounded
+        onnx.load_external_data_for_model(model, str(directory))
+    onnx.save(model, str(destination))
+    return destination
+
+
+def _turned_and_rounded(fp32: Path, directory: Path, calibration: list[dict[str, np.ndarray]],
+                        status: Callable[[str], None] | None, block: int):
+    """The graph of `fp32` with its turns inserted (large initializers in `directory`/weights.bin, read one matrix
+    at a time), the names of its weight MatMuls, and each weight's GPTQ int8 codes and column scales (of R^T W
+    where its input is turned)."""
+    model = q8_recipe._with_external_weights(fp32, directory)
+    q8_recipe._name_unnamed_nodes(model)
+    weights = {i.name: i for i in model.graph.initializer}
+    matmuls = q8_recipe._weight_matmuls(model, weights)
+    widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
+    turned = _turned_inputs(model, matmuls, weights, block)
+    inputs = list(widths)
+    stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths, weights_dir=directory, status=status)
+    rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
+        gram = stats.pop(name).gram.astype(np.float64)
+        readers = [node for node in matmuls if node.input[0] == name]
+        parts = [q8_recipe.weight_values(weights[node.input[1]], directory) for node in readers]
+        if name in turned:
+            parts = [turn_rows(part.astype(np.float64), block).astype(np.float32) for part in parts]
+            gram = turn_gram(gram, block)
+        rounded.update(q8_recipe._gptq_side_by_side([node.input[1] for node in readers], parts, None, gram))
+        del parts, gram
+        if status is not None:
+            status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
+    shapes = {name: (rank, widths[name]) for name, rank in _ranks(model, turned).items()}
+    _insert_turns(model, turned, block, {node.name for node in matmuls}, shapes=shapes)
+    return model, {node.name for node in matmuls}, rounded
+
+
+def _dequantized_weights(model, rounded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Each weight in `rounded` becomes its int8 codes and column scales, read through one DequantizeLinear."""
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    dequantize = []
+    for weight, (codes, scales) in rounded.items():
+        model.graph.initializer.remove(initializers[weight])
+        model.graph.initializer.extend([numpy_helper.from_array(codes.astype(np.int8), f"{weight}_int8"),
+                                        numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale")])
+        dequantize.append(helper.make_node("DequantizeLinear", [f"{weight}_int8", f"{weight}_scale"], [weight],
+                                           name=f"{weight}_Dequantize", axis=1))
+    nodes = [*dequantize, *model.graph.node]  # they read initializers only, so first is in order
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    q8_recipe._require_opsets(model, {"": 13})  # DequantizeLinear with an axis
 
 
 def _turned_inputs(model, matmuls: list, weights: dict, block: int) -> set[str]:

@@ -36,7 +36,8 @@ class Recipe:
 
     `precision_hint`: OpenVINO's INFERENCE_PRECISION_HINT (without one, CPUs with AMX or avx512_bf16 run an f32 IR
     in bf16). `portable`: its numbers do not depend on the CPU's int8 path. `description` may name
-    {q4_block_size} and {q8_recipe} (the chosen ONNX q8 recipe's line of Q8_RECIPE_DESCRIPTIONS).
+    {q4_block_size} and {q8_recipe} (the chosen q8 recipe's line of Q8_RECIPE_DESCRIPTIONS for its format).
+    `needs_calibration`: True, or the q8 recipes (--q8-recipe) that calibrate it.
     """
 
     format: str
@@ -47,7 +48,7 @@ class Recipe:
     min_cosine: float
     use: str  # when to pick this dtype, for the README's table (the first row of a dtype is used)
     precision_hint: str | None = None
-    needs_calibration: bool = False
+    needs_calibration: bool | tuple[str, ...] = False
     portable: bool = True
     alternates: dict[str, str] | None = None  # int8 family -> a file with the same numbers for that family
     @property
@@ -55,17 +56,32 @@ class Recipe:
         return f"{self.format}/{self.dtype}"
 
     def describe(self, *, q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE, q8_recipe: str = DEFAULT_Q8_RECIPE) -> str:
-        return self.description.format(q4_block_size=q4_block_size, q8_recipe=Q8_RECIPE_DESCRIPTIONS[q8_recipe])
+        return self.description.format(q4_block_size=q4_block_size,
+                                       q8_recipe=Q8_RECIPE_DESCRIPTIONS[q8_recipe][self.format])
+
+    def calibrates(self, q8_recipe: str) -> bool:
+        """Whether this variant needs the calibration feeds when made by `q8_recipe`."""
+        if isinstance(self.needs_calibration, bool):
+            return self.needs_calibration
+        return q8_recipe in self.needs_calibration
 
 
-# What each ONNX q8 recipe (--q8-recipe) does, for the manifest.
+# What each q8 recipe (--q8-recipe) does in each format, for the manifest.
 Q8_RECIPE_DESCRIPTIONS = {
-    "smoothed": "calibrated smoothing of outlier channels, GPTQ-rounded int8 weights per output channel, activations "
+    "smoothed": {
+        "onnx": "calibrated smoothing of outlier channels, GPTQ-rounded int8 weights per output channel, activations "
                 "quantized at run time (per token where a LayerNorm feeds the MatMul), each down projection's 8 "
                 "largest input channels in float32 (export/q8_recipe.py)",
-    "turned": "the inputs of the LayerNorm-fed MatMuls and of the down projections turned by block Hadamard "
-              "matrices of 32, GPTQ-rounded int8 weights of the turned weights per output channel, every activation "
-              "quantized per token at run time (export/q8_turned.py)",
+        "openvino": "nncf.compress_weights INT8_ASYM: int8 weights with a zero point per output channel",
+    },
+    "turned": {
+        "onnx": "the inputs of the LayerNorm-fed MatMuls and of the down projections turned by block Hadamard "
+                "matrices of 32, GPTQ-rounded int8 weights of the turned weights per output channel, every "
+                "activation quantized per token at run time (export/q8_turned.py)",
+        "openvino": "the inputs of the LayerNorm-fed MatMuls and of the down projections turned by float block "
+                    "Hadamard matrices of 32, GPTQ-rounded int8 weights of the turned weights per output channel "
+                    "(export/q8_turned.py), int8 word embeddings (nncf INT8_ASYM)",
+    },
 }
 Q8_RECIPES = tuple(Q8_RECIPE_DESCRIPTIONS)  # --q8-recipe's choices
 
@@ -91,10 +107,9 @@ RECIPES = [
            "float16 weights (rotary frequencies kept float32), float32 arithmetic", 0.999,
            "half the disk, the same vectors", precision_hint="f32"),
     Recipe("openvino", "q8", "openvino/openvino_model_int8.xml", openvino_variants.convert_q8,
-           "nncf.compress_weights INT8_ASYM: int8 weights with a zero point per output channel; the CPU plugin "
-           "quantizes activations at run time in groups of 128 channels per token (or, with AMX, runs bf16); float "
-           "parts in bf16 where the CPU has it", 0.97,
-           "CPU serving: the default", precision_hint="bf16", portable=False),
+           "{q8_recipe}; the CPU plugin quantizes activations at run time in groups of 128 channels per token (or, "
+           "with AMX, runs bf16); float parts in bf16 where the CPU has it", 0.97,
+           "CPU serving: the default", precision_hint="bf16", needs_calibration=("turned",), portable=False),
     Recipe("openvino", "q8-static", "openvino/openvino_model_qint8_quantized.xml", openvino_variants.convert_q8_static,
            "nncf.quantize, transformer preset (SmoothQuant): int8 weights and activations, calibrated", 0.97,
            "fastest on VNNI CPUs, if its fidelity suffices", precision_hint="f32",

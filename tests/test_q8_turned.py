@@ -1,8 +1,10 @@
 """The turned q8 recipe (`--q8-recipe turned`, export/q8_turned.py): the turn is exact in float, and the exported
-graph holds it, runs through the runtime on every CPU and keeps the tiny model's vectors."""
+graphs (ONNX and OpenVINO) hold it, run through the runtime on every CPU and keep the tiny model's vectors."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from xml.etree import ElementTree
 
 import numpy as np
 import onnx
@@ -53,16 +55,17 @@ def turned_export(tiny_model_dir, tmp_path_factory):
     from edgembed.cli import main
 
     out = tmp_path_factory.mktemp("turned") / "out"
-    assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8", "--format", "onnx",
+    assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8", "--format", "onnx", "openvino",
                  "--q8-recipe", "turned", "--eval-size", "0", "0"]) == 0
     return out
 
 
 def test_turned_export_says_so_in_the_manifest(turned_export):
-    variant = next(v for v in json.loads((turned_export / "manifest.json").read_text())["variants"]
-                   if v["dtype"] == "q8")
-    assert "turned by block Hadamard matrices of 32" in variant["quantization"]
-    assert variant["alternates"] == {"no-vnni": "onnx/model_uint8.onnx"}
+    variants = {v["format"]: v for v in json.loads((turned_export / "manifest.json").read_text())["variants"]
+                if v["dtype"] == "q8"}
+    assert "turned by block Hadamard matrices of 32" in variants["onnx"]["quantization"]
+    assert variants["onnx"]["alternates"] == {"no-vnni": "onnx/model_uint8.onnx"}
+    assert "turned by float block Hadamard matrices of 32" in variants["openvino"]["quantization"]
 
 
 def test_turned_graph_has_turns_and_no_smoothing_or_float_outliers(turned_export):
@@ -86,13 +89,40 @@ def test_turned_q8_matches_pytorch(turned_export, parity_texts, parity_reference
     assert sims.min() >= TINY_THRESHOLDS["q8"]
 
 
+def test_turned_openvino_q8_has_int8_weights_float_turns_and_its_group(turned_export):
+    """The weights are the GPTQ codes (signed int8, one scale per column), the word embeddings nncf's (unsigned), and
+    the turns' Hadamard block stays float32; the activation group is half the tiny model's 64-wide rows."""
+    root = ElementTree.parse(turned_export / "openvino" / "openvino_model_int8.xml").getroot()
+    constants = [layer.find("data") for layer in root.iter("layer") if layer.get("type") == "Const"]
+    count = Counter(data.get("element_type") for data in constants)
+    # 4 layers of Wqkv, the attention output, GeGLU's two halves and the down projection
+    assert count["i8"] == 20, count
+    assert count["u8"] == 2, count  # the word embeddings and their zero points
+    float_matrices = Counter(data.get("shape") for data in constants  # f32 constants of no dimension of 1 or 0
+                             if data.get("element_type") == "f32" and data.get("shape")
+                             and "1" not in data.get("shape").split(", "))
+    assert float_matrices == {f"{TURN_BLOCK}, {TURN_BLOCK}": 12}, float_matrices  # Q/K/V, GeGLU and down inputs
+    group = root.find("rt_info/runtime_options/DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    assert group is not None and group.get("value") == "32"
+
+
+def test_turned_openvino_q8_matches_pytorch(turned_export, parity_texts, parity_reference, report):
+    vectors = Embedder.load(turned_export, variant="q8", backend="openvino").encode(parity_texts)
+    sims = cosines(vectors, parity_reference)
+    report(f"tiny ModernBERT   q8/openvino    turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f}")
+    assert sims.min() >= TINY_THRESHOLDS["q8"]
+
+
 @needs_qemu
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_turned_q8_on_an_emulated_avx2_cpu_matches_pytorch(turned_export, parity_texts, parity_reference, report,
-                                                          tmp_path):
-    seen = embed_q8(turned_export, "onnxruntime", parity_texts, tmp_path / "avx2.npy", emulate=True)
-    assert seen["int8_path"] == "avx2" and "model_uint8.onnx" in seen["describe"]
+                                                          tmp_path, backend):
+    seen = embed_q8(turned_export, backend, parity_texts, tmp_path / "avx2.npy", emulate=True)
+    assert seen["int8_path"] == "avx2"
+    if backend == "onnxruntime":
+        assert "model_uint8.onnx" in seen["describe"]
     sims = cosines(np.load(tmp_path / "avx2.npy"), parity_reference)
-    report(f"tiny ModernBERT   q8/onnxruntime turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f} "
+    report(f"tiny ModernBERT   q8/{backend:<11} turned: cosine to PyTorch min {sims.min():.6f} mean {sims.mean():.6f} "
            f"on an emulated AVX2 CPU (qemu Haswell)")
     assert sims.min() >= TINY_THRESHOLDS["q8"]
 
@@ -110,15 +140,15 @@ def test_unknown_q8_recipe_names_the_recipes(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_q8_recipe_without_an_onnx_q8_says_it_has_nothing_to_make(tmp_path):
+def test_q8_recipe_without_a_q8_says_it_has_nothing_to_make(tmp_path):
     from edgembed.export.errors import ExportError
     from edgembed.export.pipeline import ExportRequest, run_export
 
     lines: list[str] = []
     with pytest.raises(ExportError, match="is not a local directory"):  # the note comes before the model is sought
-        run_export(ExportRequest(model=str(tmp_path / "missing"), output=tmp_path / "o", dtypes=["fp32", "q8"],
-                                 formats=["openvino"], q8_recipe="turned"), progress=lines.append)
-    assert "note: --q8-recipe turned makes the onnx q8 variant, which this export does not write" in lines
+        run_export(ExportRequest(model=str(tmp_path / "missing"), output=tmp_path / "o", dtypes=["fp32", "fp16"],
+                                 q8_recipe="turned"), progress=lines.append)
+    assert "note: --q8-recipe turned makes the q8 variants, which this export does not write" in lines
 
 
 def _one_matmul(weight: np.ndarray):

@@ -97,17 +97,34 @@ def test_openvino_q8_carries_its_activation_group(tiny_export: Path):
         assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == 32
 
 
-@pytest.mark.parametrize(("width", "group"), [(768, 128), (1024, 128), (256, 128), (64, 32)])
-def test_openvino_activation_group_is_128_unless_rows_are_narrower(width: int, group: int):
+def _int8_weight_model(width: int, turn: int | None = None):
+    """x [-1, -1, width] -> (x turned by a float block of `turn`) @ (int8 codes x column scales), as the q8 IR has."""
     import openvino as ov
     import openvino.opset13 as opset
 
+    tokens = opset.parameter([-1, -1, width], ov.Type.f32)
+    x = tokens.output(0)
+    if turn:
+        rows = opset.reshape(x, opset.constant(np.array([0, 0, width // turn, turn], np.int64)), True)
+        turned = opset.matmul(rows, opset.constant(np.eye(turn, dtype=np.float32)), False, False)
+        x = opset.reshape(turned, opset.constant(np.array([0, 0, width], np.int64)), True).output(0)
+    codes = opset.convert(opset.constant(np.ones((width, 2 * width), np.int8), dtype=ov.Type.i8), ov.Type.f32)
+    weight = opset.multiply(codes, opset.constant(np.full((1, 2 * width), 0.01, np.float32)))
+    return ov.Model([opset.matmul(x, weight, False, False)], [tokens])
+
+
+@pytest.mark.parametrize(("width", "group"), [(768, 128), (1024, 128), (256, 128), (64, 32)])
+def test_openvino_activation_group_is_128_unless_rows_are_narrower(width: int, group: int):
     from edgembed.export.openvino_variants import activation_group
 
-    tokens = opset.parameter([-1, -1, width], ov.Type.f32)
-    weight = opset.constant(np.zeros((width, 2 * width), dtype=np.float32))
-    model = ov.Model([opset.matmul(tokens, weight, False, False)], [tokens])
-    assert activation_group(model) == group
+    assert activation_group(_int8_weight_model(width)) == group
+
+
+def test_openvino_activation_group_ignores_the_float_turns():
+    """A turn's float MatMul by its 32 x 32 block is not quantized by the plugin, so its width sets no group."""
+    from edgembed.export.openvino_variants import activation_group
+
+    assert activation_group(_int8_weight_model(768, turn=32)) == 128
 
 
 def test_manifest(tiny_export: Path):
