@@ -79,7 +79,7 @@ def write_turned_for_openvino(fp32: Path, destination: Path, calibration: list[d
     onnx, _, _, _ = q8_recipe._imports()
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
         directory = Path(scratch)
-        model, readers, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
+        model, _, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
         _dequantized_weights(model, rounded)
         del rounded
         onnx.load_external_data_for_model(model, str(directory))
