@@ -50,7 +50,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                              "in float; OpenVINO: nncf's INT8_ASYM weights) or turned (each MatMul input turned by "
                              "block Hadamard matrices first, GPTQ int8 weights: a closer top-10 on non-Latin text; "
                              "ONNX Runtime 2-7%% slower on batches and up to 10%% on lone queries, OpenVINO as fast "
-                             "on batches and 8-18%% slower on lone queries; docs/q8-recipe.md) "
+                             "on batches and 4-12%% slower on lone queries; docs/q8-recipe.md) "
                              f"(default: {DEFAULT_Q8_RECIPE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),
