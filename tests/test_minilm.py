@@ -141,8 +141,8 @@ def test_turned_q8_lifts_the_scripts_top10_towards_the_goal(minilm_turned_export
 
 
 def test_turned_openvino_q8_meets_the_goals_cosines_on_every_domain(minilm_turned_export, suite, report):
-    """OpenVINO's q8 made by the turned recipe meets the goal's cosines on every CPU, also where the plugin rounds
-    the activations to int8 (no AMX), and top-10 as the default q8 (docs/q8-recipe.md, fifteenth session)."""
+    """OpenVINO's q8 made by the turned recipe meets the goal's cosines without a relaxation, also where the plugin
+    rounds the activations to int8 (no AMX), and top-10 as the default q8 (docs/q8-recipe.md, fifteenth session)."""
     for domain, fidelity in _q8_domains(minilm_turned_export, suite, report, "openvino", " turned").items():
         for name, goal in q8_goal(domain).items():
             assert getattr(fidelity, name) >= goal, (domain, name, fidelity.int8_path, getattr(fidelity, name))
