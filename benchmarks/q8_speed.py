@@ -6,8 +6,10 @@
 Every (export, variant, backend) runs one timed pass over the suite's speed documents (up to 3,000, the domains
 taking turns, as `edgembed eval` times them) per round, the order reversing every round, one model loaded at a
 time; each keeps its best pass. With --queries N, each also embeds N suite queries one at a time per round (the
-latency path of a server's lone query) and keeps its best median. Printed: texts per second and query latency,
-each q8 against its own export's fp32 on the same backend, and each export's against the first export's.
+latency path of a server's lone query) and keeps its best median and the median of its rounds. Printed: texts per
+second and query latency, each q8 against its own export's fp32 on the same backend, and each export's against the
+first export's. Lone queries wander by 10-15% between rounds: give them many rounds, and name one export twice
+(`--exports a=DIR a2=DIR`) to see the run's noise beside the difference (docs/q8-recipe.md, fifteenth session).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def main() -> int:
     runs = [(name, variant, backend) for name in exports for backend in args.backends
             for variant in args.variants]
     best = dict.fromkeys(runs, 0.0)
-    latency = dict.fromkeys(runs, float("inf"))
+    latency: dict[tuple[str, str, str], list[float]] = {run: [] for run in runs}  # each round's median
     load = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
     for number in range(args.rounds):
@@ -56,7 +58,7 @@ def main() -> int:
             model = Embedder.load(exports[name], variant=variant, backend=backend, threads=args.threads)
             best[run] = max(best[run], documents_per_second(model, documents))
             if queries:
-                latency[run] = min(latency[run], median_query_ms(model, queries))
+                latency[run].append(median_query_ms(model, queries))
             del model
         print(f"round {number + 1}: " + ", ".join(f"{'/'.join(r)} {v:.0f}" for r, v in best.items()), file=sys.stderr)
     first = next(iter(exports))
@@ -67,8 +69,10 @@ def main() -> int:
                      "vs_fp32": round(rate / best[(name, "fp32", backend)], 3) if "fp32" in args.variants else None,
                      f"vs_{first}": round(rate / best[(first, variant, backend)], 3)})
         if queries:
-            ms = latency[(name, variant, backend)]
-            rows[-1].update(query_ms=round(ms, 2), query_vs_first=round(ms / latency[(first, variant, backend)], 3))
+            mine, theirs = latency[(name, variant, backend)], latency[(first, variant, backend)]
+            rows[-1].update(query_ms=round(min(mine), 2), query_vs_first=round(min(mine) / min(theirs), 3),
+                            query_ms_median_of_rounds=round(statistics.median(mine), 2),
+                            query_median_vs_first=round(statistics.median(mine) / statistics.median(theirs), 3))
     result = {"isa": isa(), "loadavg_before": " ".join(load), "loadavg_after": " ".join(
               Path("/proc/loadavg").read_text().split()[:3]), "documents": len(documents), "rounds": args.rounds,
               "queries": len(queries), "threads": args.threads, "seconds": round(time.perf_counter() - started),

@@ -49,8 +49,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                         help="how the q8 variants are made: smoothed (ONNX: outlier channels smoothed and a few kept "
                              "in float; OpenVINO: nncf's INT8_ASYM weights) or turned (each MatMul input turned by "
                              "block Hadamard matrices first, GPTQ int8 weights: a closer top-10 on non-Latin text; "
-                             "ONNX Runtime 2-7%% slower on batches and up to 10%% on lone queries, OpenVINO as fast "
-                             "on batches and 4-12%% slower on lone queries; docs/q8-recipe.md) "
+                             "ONNX Runtime 2-7%% slower on batches and up to 10%% on lone queries, OpenVINO 0-4%% "
+                             "on batches and 4-12%% on lone queries; docs/q8-recipe.md) "
                              f"(default: {DEFAULT_Q8_RECIPE})")
     parser.add_argument("--eval-size", type=int, nargs=2, default=[EXPORT_CHECK_QUERIES, EXPORT_CHECK_DOCUMENTS],
                         metavar=("QUERIES", "DOCUMENTS"),
