@@ -323,17 +323,6 @@ def candidate_export(export: Path, work: Path, candidate: str, calibration: list
     return target
 
 
-def int8_asym_weights(model):
-    """OpenVINO's q8 before the turned recipe: nncf INT8_ASYM on every weight, activation groups of 128."""
-    from edgembed.export import openvino_variants
-
-    nncf = openvino_variants._import_nncf()
-    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    group = str(openvino_variants.Q8_ACTIVATION_GROUP)
-    model.set_rt_info(group, ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
-    return model
-
-
 def openvino_candidate(export: Path, block: int) -> dict:
     """The export's OpenVINO q8 recipe (nncf INT8_ASYM weights, the manifest's precision hint) on the fp32 graph
     with every weight MatMul's input turned by R and its weight R^T W, written to EXPORT/peers/; its spec."""
@@ -341,7 +330,7 @@ def openvino_candidate(export: Path, block: int) -> dict:
     import openvino
     from onnx import numpy_helper
 
-    from edgembed.export import q8_recipe
+    from edgembed.export import openvino_variants, q8_recipe
     from edgembed.runtime.manifest import Manifest
 
     model = onnx.load(str(export / "onnx" / "model.onnx"))
@@ -359,7 +348,7 @@ def openvino_candidate(export: Path, block: int) -> dict:
     target.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
         onnx.save(model, f"{scratch}/turned.onnx")
-        compressed = int8_asym_weights(openvino.convert_model(f"{scratch}/turned.onnx"))
+        compressed = openvino_variants._int8_asym_weights(openvino.convert_model(f"{scratch}/turned.onnx"))
         openvino.save_model(compressed, str(target), compress_to_fp16=False)
     hint = Manifest.read(export).find("openvino", "q8").precision_hint
     return {"format": "openvino", "file": str(target.relative_to(export)), "hint": hint}
@@ -378,7 +367,7 @@ def openvino_gptq_candidate(export: Path, block: int, calibration: list[dict]) -
     with tempfile.TemporaryDirectory(prefix="edgembed-rotation-") as scratch:
         turned = q8_turned.write_turned_for_openvino(export / "onnx" / "model.onnx", Path(scratch) / "turned.onnx",
                                                      calibration, block=block)
-        compressed = openvino_variants._int8_embeddings(openvino.convert_model(str(turned)))
+        compressed = openvino_variants._int8_asym_weights(openvino.convert_model(str(turned)), matmuls=False)
         openvino.save_model(compressed, str(target), compress_to_fp16=False)
     hint = Manifest.read(export).find("openvino", "q8").precision_hint
     return {"format": "openvino", "file": str(target.relative_to(export)), "hint": hint}

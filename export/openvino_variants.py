@@ -42,12 +42,17 @@ def _import_nncf():
     return nncf
 
 
+def _source(port, through: tuple[str, ...]):
+    """The node a MatMul input comes from, past the node types in `through` (each followed by its first input)."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in through:
+        node = node.input_value(0).get_node()
+    return node
+
+
 def _computed(port) -> bool:
     """Whether a MatMul input is computed at run time rather than a (possibly converted) weight."""
-    node = port.get_source_output().get_node()
-    while node.get_type_name() == "Convert":
-        node = node.input_value(0).get_node()
-    return node.get_type_name() != "Constant"
+    return _source(port, ("Convert",)).get_type_name() != "Constant"
 
 
 def _activation_matmuls(model) -> list[str]:
@@ -58,9 +63,7 @@ def _activation_matmuls(model) -> list[str]:
 
 def _integer_weight(port) -> bool:
     """Whether a MatMul input is an integer Constant read through its decompression (Convert, Subtract, Multiply)."""
-    node = port.get_source_output().get_node()
-    while node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
-        node = node.input_value(0).get_node()
+    node = _source(port, ("Convert", "Subtract", "Multiply", "Reshape"))
     return node.get_type_name() == "Constant" and node.get_output_element_type(0).is_integral()
 
 
@@ -102,7 +105,8 @@ def convert_q8(inputs: ConvertInputs) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="edgembed-openvino-q8-") as scratch:
         turned = q8_turned.write_turned_for_openvino(inputs.source, Path(scratch) / "turned.onnx",
                                                      inputs.calibration, inputs.status)
-        return _write_ir(replace(inputs, source=turned), "nncf: int8 word embeddings", _int8_embeddings)
+        return _write_ir(replace(inputs, source=turned), "nncf: int8 word embeddings",
+                         partial(_int8_asym_weights, matmuls=False))
 
 
 def convert_q8_static(inputs: ConvertInputs) -> list[Path]:
@@ -131,21 +135,15 @@ def _write_ir(inputs: ConvertInputs, step: str, change: Callable[[Any], Any]) ->
     return [inputs.destination, inputs.destination.with_suffix(".bin")]
 
 
-def _int8_asym_weights(model):
+def _int8_asym_weights(model, *, matmuls: bool = True):
+    """nncf INT8_ASYM weights and the activation group. `matmuls=False`: the word embeddings only, for the turned
+    recipe, whose MatMuls are int8 already and whose Hadamard blocks stay float (in int8 the plugin would round
+    their input as well: a second rounding of the same activations, docs/q8-recipe.md)."""
     nncf = _import_nncf()
     # Asymmetric: a zero point per output channel; far closer to fp32 than INT8_SYM on non-Latin text at the
     # same speed (docs/q8-recipe.md, eighth session).
-    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    model.set_rt_info(str(activation_group(model)), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
-    return model
-
-
-def _int8_embeddings(model):
-    nncf = _import_nncf()
-    # The weight MatMuls are int8 already; the turns' Hadamard blocks stay float (in int8 the plugin would round
-    # their input as well: a second rounding of the same activations, docs/q8-recipe.md).
-    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                  ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False))
+    ignored = {} if matmuls else {"ignored_scope": nncf.IgnoredScope(types=["MatMul"], validate=False)}
+    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored)
     model.set_rt_info(str(activation_group(model)), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
     return model
 
