@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .q8_turned import TurnedRounding
 
 DEFAULT_Q4_BLOCK_SIZE = 32
 DEFAULT_Q8_RECIPE = "smoothed"  # the recipes: variants.Q8_RECIPE_DESCRIPTIONS
@@ -24,6 +28,7 @@ class ConvertInputs:
     q4_block_size: int = DEFAULT_Q4_BLOCK_SIZE
     q8_recipe: str = DEFAULT_Q8_RECIPE
     status: Callable[[str], None] | None = None  # hears where a long conversion is, for the progress heartbeat
+    turned_rounding: TurnedRounding | None = None  # the turned q8's codes, shared by the formats of one export
 
     def say(self, step: str) -> None:
         if self.status is not None:

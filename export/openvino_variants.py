@@ -104,7 +104,8 @@ def convert_q8(inputs: ConvertInputs) -> list[Path]:
         raise ValueError("the turned q8 needs calibration feeds")
     with tempfile.TemporaryDirectory(prefix="edgembed-openvino-q8-") as scratch:
         turned = q8_turned.write_turned_for_openvino(inputs.source, Path(scratch) / "turned.onnx",
-                                                     inputs.calibration, inputs.status)
+                                                     inputs.calibration, inputs.status,
+                                                     shared=inputs.turned_rounding)
         return _write_ir(replace(inputs, source=turned), "nncf: int8 word embeddings",
                          partial(_int8_asym_weights, matmuls=False))
 

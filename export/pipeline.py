@@ -33,6 +33,7 @@ from .embedding_ranges import ranges_recipe, record_ranges
 from .errors import ExportError, FidelityError, UnsupportedModelError
 from .files import copy_side_files, file_entry
 from .progress import Progress, Steps
+from .q8_turned import TurnedRounding
 from .quiet import quiet_tools
 from .reference import load_reference_model, reference_embeddings, reference_token_ids
 from .source import Source, resolve
@@ -157,11 +158,14 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
             calibration = _calibration_feeds(out, manifest, onnx_variants.graph_inputs(fp32_files[0]),
                                              request.calibration_texts)
         ranges_from = ranges_recipe(recipes)
+        # Each format's turned q8 rounds the same weights against the same texts: the second reuses the first's.
+        turned_rounding = (TurnedRounding() if request.q8_recipe == "turned"
+                           and sum(r.dtype == "q8" for r in recipes) > 1 else None)
         for recipe in recipes:
             steps.next(f"{recipe.name}: converting and validating")
             variant, ranges = _convert_and_validate(recipe, request, out, manifest, sources, calibration, texts,
                                                     reference, retrieval, emit, ranges=recipe is ranges_from,
-                                                    repeated=recipe.name in repeated)
+                                                    repeated=recipe.name in repeated, turned_rounding=turned_rounding)
             manifest.variants.append(variant)
             if ranges is not None:  # int8/uint8 output ranges (runtime/precision.py), fixed per model
                 manifest.embedding_ranges = ranges
@@ -177,8 +181,8 @@ def _export(request: ExportRequest, recipes: list[Recipe], calibrated: bool, ste
 
 def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, manifest: Manifest,
                           sources: dict[str, Path], calibration, texts: list[str], reference: np.ndarray,
-                          retrieval, progress: Progress, ranges: bool,
-                          repeated: bool) -> tuple[Variant, EmbeddingRanges | None]:
+                          retrieval, progress: Progress, ranges: bool, repeated: bool,
+                          turned_rounding: TurnedRounding | None = None) -> tuple[Variant, EmbeddingRanges | None]:
     """Convert one variant and check it; with `ranges`, also measure the int8/uint8 output ranges with it.
     With `repeated`, a variant that passed its validation leaves the retrieval check to another (_repeated_checks).
     """
@@ -186,7 +190,7 @@ def _convert_and_validate(recipe: Recipe, request: ExportRequest, out: Path, man
     files = recipe.convert(ConvertInputs(source=sources[recipe.format], destination=out / recipe.file,
                                          calibration=calibration, alternates=alternates,
                                          q4_block_size=request.q4_block_size, q8_recipe=request.q8_recipe,
-                                         status=progress.status))
+                                         status=progress.status, turned_rounding=turned_rounding))
     if request.external_data and recipe.format == "onnx":
         files = onnx_variants.weights_beside(files)
     variant = Variant(format=recipe.format, dtype=recipe.dtype, files=[file_entry(out, p) for p in files],

@@ -82,8 +82,11 @@ def convert_q8(inputs: ConvertInputs) -> list[Path]:
     recipe's alternates (the no-vnni family's file)."""
     from .q8_turned import quantize_q8_turned
 
-    quantize = quantize_q8_turned if inputs.q8_recipe == "turned" else quantize_q8
-    primary = quantize(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
+    if inputs.q8_recipe == "turned":
+        primary = quantize_q8_turned(inputs.source, inputs.destination, inputs.calibration or [],
+                                     status=inputs.status, shared=inputs.turned_rounding)
+    else:
+        primary = quantize_q8(inputs.source, inputs.destination, inputs.calibration or [], status=inputs.status)
     return primary + [twin for path in inputs.alternates.values() for twin in write_uint8_twin(primary[0], path)]
 
 

@@ -18,10 +18,12 @@ per-column weight step get finer. No smoothing and no float outlier path are nee
 5. int8 word embeddings, Adds before LayerNormalization as Sum, and the uint8 twin: as in the smoothed recipe.
 
 OpenVINO's q8 under this recipe (`write_turned_for_openvino`) takes steps 1-3 and the turns of step 4 in float;
-the CPU plugin quantizes the activations itself (export/openvino_variants.py).
+the CPU plugin quantizes the activations itself (export/openvino_variants.py). An export of both formats does
+steps 1-3 once: the second conversion finds the first's codes in a `TurnedRounding`.
 """
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -55,13 +57,52 @@ def turn_gram(gram: np.ndarray, block: int) -> np.ndarray:
     return turn_rows(turn_rows(gram, block).T, block).T
 
 
+class TurnedRounding:
+    """The GPTQ codes of one export's turned q8, for its other format's q8: each group of weights that read one
+    input, found again by the content of its columns (ModernBERT's ONNX Runtime graph reads Wq, Wk and Wv as
+    three MatMuls where the graph of standard ops has one Wqkv). A group not found is rounded anew."""
+
+    def __init__(self) -> None:
+        self._groups: dict[bytes, tuple[dict[bytes, int], np.ndarray, np.ndarray]] = {}
+
+    def recall(self, parts: list[np.ndarray], turned: bool) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each part's int8 codes and column scales, if a group of the same columns read the same way was kept."""
+        digests = [_column_digests(part) for part in parts]
+        found = self._groups.get(_group_key(digests, turned))
+        if found is None:
+            return None
+        position, codes, scales = found
+        columns = [[position[digest] for digest in part] for part in digests]
+        return [(np.ascontiguousarray(codes[:, index]), scales[index].copy()) for index in columns]
+
+    def keep(self, parts: list[np.ndarray], turned: bool, results: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Keep the codes and scales `results` of `parts` (the float weights as the graph holds them)."""
+        digests = [_column_digests(part) for part in parts]
+        position = {digest: column for column, digest in enumerate(d for part in digests for d in part)}
+        codes = np.concatenate([values for values, _ in results], axis=1)
+        scales = np.concatenate([column_scales for _, column_scales in results])
+        self._groups[_group_key(digests, turned)] = (position, codes, scales)
+
+
+def _column_digests(weight: np.ndarray) -> list[bytes]:
+    return [hashlib.blake2b(column.tobytes(), digest_size=16).digest() for column in np.ascontiguousarray(weight.T)]
+
+
+def _group_key(digests: list[list[bytes]], turned: bool) -> bytes:
+    """The same for the same columns in any split and order (GPTQ rounds each column on its own)."""
+    columns = b"".join(sorted(set().union(*digests)))
+    return hashlib.blake2b((b"turned:" if turned else b"as is:") + columns).digest()
+
+
 def quantize_q8_turned(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
-                       status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK) -> list[Path]:
-    """Write the turned q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed per text)."""
+                       status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK,
+                       shared: TurnedRounding | None = None) -> list[Path]:
+    """Write the turned q8 graph of `fp32` to `destination`, calibrated on `calibration` (one feed per text).
+    `shared`: codes another format's q8 of the same export kept (and where this one keeps its own)."""
     onnx, _, _, _ = q8_recipe._imports()
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
         directory = Path(scratch)
-        model, readers, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
+        model, readers, rounded = _turned_and_rounded(fp32, directory, calibration, status, block, shared)
         q8_recipe._quantize_per_token(model, readers, rounded)
         del rounded
         q8_recipe._int8_embedding_rows(model, directory)
@@ -72,14 +113,15 @@ def quantize_q8_turned(fp32: Path, destination: Path, calibration: list[dict[str
 
 
 def write_turned_for_openvino(fp32: Path, destination: Path, calibration: list[dict[str, np.ndarray]],
-                              status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK) -> Path:
+                              status: Callable[[str], None] | None = None, *, block: int = TURN_BLOCK,
+                              shared: TurnedRounding | None = None) -> Path:
     """The same turns and GPTQ int8 codes as `quantize_q8_turned`, each weight read through a DequantizeLinear (one
     scale per output column) and every activation left float: OpenVINO reads such a weight as compressed int8 and
     quantizes the activations itself. The word embeddings stay float, for the IR's own compression."""
     onnx, _, _, _ = q8_recipe._imports()
     with tempfile.TemporaryDirectory(prefix="edgembed-q8-") as scratch:
         directory = Path(scratch)
-        model, _, rounded = _turned_and_rounded(fp32, directory, calibration, status, block)
+        model, _, rounded = _turned_and_rounded(fp32, directory, calibration, status, block, shared)
         _dequantized_weights(model, rounded)
         del rounded
         onnx.load_external_data_for_model(model, str(directory))
@@ -88,33 +130,57 @@ def write_turned_for_openvino(fp32: Path, destination: Path, calibration: list[d
 
 
 def _turned_and_rounded(fp32: Path, directory: Path, calibration: list[dict[str, np.ndarray]],
-                        status: Callable[[str], None] | None, block: int):
+                        status: Callable[[str], None] | None, block: int, shared: TurnedRounding | None):
     """The graph of `fp32` with its turns inserted (large initializers in `directory`/weights.bin, read one matrix
     at a time), the names of its weight MatMuls, and each weight's GPTQ int8 codes and column scales (of R^T W
-    where its input is turned)."""
+    where its input is turned): those `shared` holds for every weight, or calibrated and rounded here (and kept in
+    `shared`)."""
     model = q8_recipe._with_external_weights(fp32, directory)
     q8_recipe._name_unnamed_nodes(model)
     weights = {i.name: i for i in model.graph.initializer}
     matmuls = q8_recipe._weight_matmuls(model, weights)
     widths = {node.input[0]: int(weights[node.input[1]].dims[0]) for node in matmuls}
     turned = _turned_inputs(model, matmuls, weights, block)
-    inputs = list(widths)
-    stats = q8_recipe._calibrate(model, inputs, calibration, widths=widths, weights_dir=directory, status=status)
-    rounded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in inputs:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
-        gram = stats.pop(name).gram.astype(np.float64)
-        readers = [node for node in matmuls if node.input[0] == name]
-        parts = [q8_recipe.weight_values(weights[node.input[1]], directory) for node in readers]
-        if name in turned:
-            parts = [turn_rows(part.astype(np.float64), block).astype(np.float32) for part in parts]
-            gram = turn_gram(gram, block)
-        rounded.update(q8_recipe._gptq_side_by_side([node.input[1] for node in readers], parts, None, gram))
-        del parts, gram
-        if status is not None:
-            status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
+    readers = {name: [node.input[1] for node in matmuls if node.input[0] == name] for name in widths}
+
+    def parts(name: str) -> list[np.ndarray]:
+        return [q8_recipe.weight_values(weights[weight], directory) for weight in readers[name]]
+
+    rounded = _recalled(shared, readers, parts, turned) if shared is not None else None
+    if rounded is not None and status is not None:
+        status("GPTQ rounding: the same weights as this export's other q8, whose codes are reused")
+    if rounded is None:
+        rounded = {}
+        stats = q8_recipe._calibrate(model, list(widths), calibration, widths=widths, weights_dir=directory,
+                                     status=status)
+        for name in widths:  # one input's Gram matrix at a time, dropped once its MatMuls are rounded
+            gram = stats.pop(name).gram.astype(np.float64)
+            values = parts(name)
+            rounding = values
+            if name in turned:
+                rounding = [turn_rows(part.astype(np.float64), block).astype(np.float32) for part in values]
+                gram = turn_gram(gram, block)
+            rounded.update(q8_recipe._gptq_side_by_side(readers[name], rounding, None, gram))
+            if shared is not None:
+                shared.keep(values, name in turned, [rounded[weight] for weight in readers[name]])
+            del values, rounding, gram
+            if status is not None:
+                status(f"GPTQ rounding: {len(rounded)} of {len(matmuls)} weight matrices")
     shapes = {name: (rank, widths[name]) for name, rank in _ranks(model, turned).items()}
     _insert_turns(model, turned, block, {node.name for node in matmuls}, shapes=shapes)
     return model, {node.name for node in matmuls}, rounded
+
+
+def _recalled(shared: TurnedRounding, readers: dict[str, list[str]], parts: Callable[[str], list[np.ndarray]],
+              turned: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Every weight's codes and scales from `shared`, or None if any group of them is not there."""
+    rounded = {}
+    for name, weights in readers.items():
+        found = shared.recall(parts(name), name in turned)
+        if found is None:
+            return None
+        rounded.update(zip(weights, found))
+    return rounded
 
 
 def _dequantized_weights(model, rounded: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -50,14 +50,65 @@ def test_turned_gram_is_the_gram_of_the_turned_input():
                                atol=1e-8)
 
 
+def test_rounding_is_found_again_for_the_same_columns_split_otherwise():
+    """ModernBERT's ONNX Runtime graph reads Wq, Wk and Wv as three MatMuls where the standard ops' graph has one."""
+    from edgembed.export.q8_turned import TurnedRounding
+
+    rng = np.random.default_rng(4)
+    whole = rng.normal(size=(64, 96)).astype(np.float32)
+    codes = rng.integers(-127, 128, size=(64, 96)).astype(np.int8)
+    scales = rng.random(96).astype(np.float32)
+    shared = TurnedRounding()
+    shared.keep([whole], True, [(codes, scales)])
+    found = shared.recall([whole[:, 64:], whole[:, :32], whole[:, 32:64]], True)
+    assert found is not None
+    for (values, column_scales), columns in zip(found, [slice(64, 96), slice(0, 32), slice(32, 64)]):
+        np.testing.assert_array_equal(values, codes[:, columns])
+        np.testing.assert_array_equal(column_scales, scales[columns])
+    assert shared.recall([whole], False) is None  # the same weights, not turned: other codes
+    changed = whole.copy()
+    changed[5, 7] += 1e-3
+    assert shared.recall([changed], True) is None
+
+
 @pytest.fixture(scope="module")
 def turned_export(tiny_model_dir, tmp_path_factory):
+    """The tiny model's turned q8 in both formats, and how often the export calibrated."""
     from edgembed.cli import main
+    from edgembed.export import q8_recipe
+
+    calibrate = q8_recipe._calibrate
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return calibrate(*args, **kwargs)
 
     out = tmp_path_factory.mktemp("turned") / "out"
-    assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8", "--format", "onnx", "openvino",
-                 "--q8-recipe", "turned", "--eval-size", "0", "0"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(q8_recipe, "_calibrate", counted)
+        assert main(["export", str(tiny_model_dir), "-o", str(out), "--quantize", "q8", "--format", "onnx",
+                     "openvino", "--q8-recipe", "turned", "--eval-size", "0", "0"]) == 0
+    out.with_name("calibrations").write_text(str(len(calls)))  # beside the export, not in it
     return out
+
+
+def _int8_columns(matrices) -> Counter:
+    return Counter(column.tobytes() for matrix in matrices for column in np.ascontiguousarray(matrix.T))
+
+
+def test_both_formats_turned_q8_calibrate_and_round_once(turned_export):
+    """OpenVINO's turned q8 takes the GPTQ codes of ONNX Runtime's from the same export: the same int8 columns."""
+    import openvino as ov
+
+    assert turned_export.with_name("calibrations").read_text() == "1"
+    graph = onnx.load(str(turned_export / "onnx" / "model_quantized.onnx")).graph
+    onnx_codes = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_quantized")]
+    ir = ov.Core().read_model(turned_export / "openvino" / "openvino_model_int8.xml")
+    ir_codes = [op.get_data() for op in ir.get_ops()
+                if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8]
+    assert len(onnx_codes) == 28 and len(ir_codes) == 20  # Wq, Wk, Wv apart for ONNX Runtime, one Wqkv in the IR
+    assert _int8_columns(onnx_codes) == _int8_columns(ir_codes)
 
 
 def test_turned_export_says_so_in_the_manifest(turned_export):
