@@ -136,15 +136,32 @@ def _write_ir(inputs: ConvertInputs, step: str, change: Callable[[Any], Any]) ->
     return [inputs.destination, inputs.destination.with_suffix(".bin")]
 
 
+def _other_tables(model) -> list[str]:
+    """Names of the Gathers that read a float table smaller than the largest (the vocabulary): position and
+    token-type embeddings, added to every token, so that their rounding moves every vector alike."""
+    tables = {}
+    for op in model.get_ops():
+        if op.get_type_name() != "Gather":
+            continue
+        source = _source(op.input(0), ("Convert",))
+        shape = source.get_output_partial_shape(0)
+        if (source.get_type_name() == "Constant" and not source.get_output_element_type(0).is_integral()
+                and shape.rank.get_length() == 2 and shape.is_static):
+            tables[op.get_friendly_name()] = shape[0].get_length()
+    largest = max(tables.values(), default=0)
+    return sorted(name for name, rows in tables.items() if rows < largest)
+
+
 def _int8_asym_weights(model, *, matmuls: bool = True):
-    """nncf INT8_ASYM weights and the activation group. `matmuls=False`: the word embeddings only, for the turned
-    recipe, whose MatMuls are int8 already and whose Hadamard blocks stay float (in int8 the plugin would round
-    their input as well: a second rounding of the same activations, docs/q8-recipe.md)."""
+    """nncf INT8_ASYM weights and the activation group; the position and token-type tables stay float (int8 there
+    cost MiniLM's turned q8 0.02 of top-10 on korean, docs/q8-recipe.md, sixteenth session). `matmuls=False`: the
+    word embeddings only, for the turned recipe, whose MatMuls are int8 already and whose Hadamard blocks stay float
+    (in int8 the plugin would round their input as well: a second rounding of the same activations)."""
     nncf = _import_nncf()
     # Asymmetric: a zero point per output channel; far closer to fp32 than INT8_SYM on non-Latin text at the
     # same speed (docs/q8-recipe.md, eighth session).
-    ignored = {} if matmuls else {"ignored_scope": nncf.IgnoredScope(types=["MatMul"], validate=False)}
-    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored)
+    ignored = nncf.IgnoredScope(names=_other_tables(model), types=[] if matmuls else ["MatMul"], validate=False)
+    model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
     model.set_rt_info(str(activation_group(model)), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
     return model
 

@@ -72,7 +72,8 @@ Q8_RECIPE_DESCRIPTIONS = {
         "onnx": "calibrated smoothing of outlier channels, GPTQ-rounded int8 weights per output channel, activations "
                 "quantized at run time (per token where a LayerNorm feeds the MatMul), each down projection's 8 "
                 "largest input channels in float32 (export/q8_recipe.py)",
-        "openvino": "nncf.compress_weights INT8_ASYM: int8 weights with a zero point per output channel",
+        "openvino": "nncf.compress_weights INT8_ASYM: int8 weights with a zero point per output channel (position "
+                    "and token-type tables float)",
     },
     "turned": {
         "onnx": "the inputs of the LayerNorm-fed MatMuls and of the down projections turned by block Hadamard "

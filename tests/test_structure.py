@@ -127,6 +127,36 @@ def test_openvino_activation_group_ignores_the_float_turns():
     assert activation_group(_int8_weight_model(768, turn=32)) == 128
 
 
+def _bert_embeddings(rng: np.random.Generator):
+    """Word, position and token-type tables summed per token, then one float weight, as BERT's IR begins."""
+    import openvino as ov
+    import openvino.opset13 as opset
+
+    ids = [opset.parameter([-1, -1], ov.Type.i64, name=name) for name in ("input_ids", "position_ids", "type_ids")]
+    tables = [("word", 1000), ("position", 64), ("token_type", 2)]
+    rows = [opset.gather(opset.constant(rng.normal(size=(count, 64)).astype(np.float32)), index, 0, name=name)
+            for (name, count), index in zip(tables, ids)]
+    summed = opset.add(opset.add(rows[0], rows[1]), rows[2])
+    weight = opset.constant(rng.normal(size=(64, 128)).astype(np.float32))
+    return ov.Model([opset.matmul(summed, weight, False, False)], ids)
+
+
+def _table_types(model) -> dict[str, str]:
+    from edgembed.export.openvino_variants import _source
+
+    return {op.get_friendly_name(): _source(op.input(0), ("Convert", "Multiply", "Subtract")).get_output_element_type(0)
+            .get_type_name() for op in model.get_ops() if op.get_type_name() == "Gather"}
+
+
+@pytest.mark.parametrize("matmuls", [True, False])
+def test_openvino_q8_keeps_position_and_token_type_tables_float(matmuls: bool):
+    """Added to every token, their rounding moves every vector alike: only the vocabulary is int8."""
+    from edgembed.export.openvino_variants import _int8_asym_weights
+
+    model = _int8_asym_weights(_bert_embeddings(np.random.default_rng(5)), matmuls=matmuls)
+    assert _table_types(model) == {"word": "u8", "position": "f32", "token_type": "f32"}
+
+
 def test_manifest(tiny_export: Path):
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     assert manifest["format_version"] == 1
