@@ -114,9 +114,9 @@ def q8_goal(domain: str) -> dict[str, float]:
 
 
 # OpenVINO's q8 on a VNNI CPU without AMX: its CPU plugin quantizes the activations to int8 in groups of 128 (AMX
-# runs them in bf16), which misses the goal's cosine mean and p1 by up to 0.0006 on AMD EPYC (docs/q8-recipe.md,
-# fourteenth session); held at that measured level there.
-OPENVINO_WITHOUT_AMX = {"cosine_mean": 0.997, "cosine_p1": 0.994}
+# runs them in bf16), which misses the goal's cosine mean by up to 0.0001 on AMD EPYC (0.0006, and p1 too, before
+# the position and token-type tables stayed float; docs/q8-recipe.md, fourteenth and sixteenth sessions).
+OPENVINO_WITHOUT_AMX = {"cosine_mean": 0.9975}
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
