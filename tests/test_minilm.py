@@ -158,25 +158,28 @@ def _q8_domains(export: Path, suite, report, backend: str, label: str) -> dict:
 
 
 @needs_qemu
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("recipe", ["smoothed", "turned"])
 def test_q8_keeps_its_fidelity_on_an_emulated_avx2_cpu(minilm_export, minilm_turned_export, report, tmp_path,
-                                                       recipe):
-    """A share of every domain through the q8 on an AVX2 CPU without
-    VNNI: the same integer arithmetic as on this host. The float parts round differently on AVX2 and AVX-512, and
-    a rounding can move an activation across a quantization step, so vectors agree to cosine 0.999, not bits."""
+                                                       recipe, backend):
+    """A share of every domain through the q8 on an AVX2 CPU without VNNI. ONNX Runtime: the same integer arithmetic
+    as on this host. The float parts round differently on AVX2 and AVX-512, and a rounding can move an activation
+    across a quantization step, so vectors agree to cosine 0.999, not bits. OpenVINO's CPU plugin picks other
+    kernels there (it read 0.998 to this host's q8 on AMD EPYC), so it is held to the goal against fp32 only."""
     from edgembed.evaluation.domains import evaluation_suite
     from edgembed.evaluation.evaluate import cosine_per_row
 
     export = minilm_turned_export if recipe == "turned" else minilm_export
     texts = evaluation_suite(1, 2).flatten()  # every domain; emulation runs the model about 200 times slower
-    seen = embed_q8(export, "onnxruntime", texts, tmp_path / "avx2.npy", emulate=True)
-    embed_q8(export, "onnxruntime", texts, tmp_path / "here.npy")
+    seen = embed_q8(export, backend, texts, tmp_path / "avx2.npy", emulate=True)
+    embed_q8(export, backend, texts, tmp_path / "here.npy")
     emulated, here = np.load(tmp_path / "avx2.npy"), np.load(tmp_path / "here.npy")
     fp32 = Embedder.load(export, variant="fp32", backend="onnxruntime").encode(texts, batch_size=8)
     sims = cosine_per_row(emulated, fp32)
-    report(f"all-MiniLM-L6-v2 q8/onnxruntime {recipe} on an emulated AVX2 CPU ({seen['int8_path']}), {len(texts)} "
+    report(f"all-MiniLM-L6-v2 q8/{backend} {recipe} on an emulated AVX2 CPU ({seen['int8_path']}), {len(texts)} "
            f"texts of every domain vs fp32: cosine mean {sims.mean():.5f} min {sims.min():.5f}; to this host's q8 min "
            f"{cosine_per_row(emulated, here).min():.5f}")
     assert seen["int8_path"] == "avx2"
     assert sims.mean() >= Q8_GOAL["cosine_mean"] and sims.min() >= Q8_GOAL["cosine_min"]
-    assert cosine_per_row(emulated, here).min() >= 0.999
+    if backend == "onnxruntime":
+        assert cosine_per_row(emulated, here).min() >= 0.999
