@@ -59,3 +59,29 @@ def test_export_refuses_to_overwrite(tiny_model_dir, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "--overwrite" in result.stderr
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def _q8_checked(format_: str, top10: dict[str, float]):
+    from edgembed.runtime.manifest import Fidelity, Variant
+
+    domains = {name: Fidelity(cosine_min=0.999, cosine_mean=0.9995, texts=57, reference="pytorch", top10_overlap=value)
+               for name, value in top10.items()}
+    return Variant(format=format_, dtype="q8", files=[], evaluation_domains=domains)
+
+
+def test_export_names_the_turned_recipe_when_a_default_q8_reorders_a_domain():
+    from edgembed.export.cli import recipe_note
+
+    variants = [_q8_checked("onnx", {"english-prose": 0.97, "korean": 0.92}),
+                _q8_checked("openvino", {"english-prose": 0.96, "persian": 0.94})]
+    note = recipe_note(variants, "smoothed")
+    assert note is not None and "--q8-recipe turned" in note
+    assert "onnx/q8 0.920 (korean)" in note and "openvino/q8 0.940 (persian)" in note
+
+
+def test_export_stays_quiet_when_every_domain_keeps_its_neighbours_or_the_recipe_is_turned():
+    from edgembed.export.cli import recipe_note
+
+    assert recipe_note([_q8_checked("onnx", {"english-prose": 0.97, "korean": 0.95})], "smoothed") is None
+    assert recipe_note([_q8_checked("onnx", {"korean": 0.90})], "turned") is None
+    assert recipe_note([_q8_checked("onnx", {})], "smoothed") is None  # --eval-size 0 0: no check, nothing to say
