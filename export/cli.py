@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgembed.evaluation.domains import EXPORT_CHECK_DOCUMENTS, EXPORT_CHECK_QUERIES, EXPORT_CHECK_TOKENS
 from edgembed.runtime.errors import InvalidArgumentError
+from edgembed.runtime.manifest import Variant
 
 from .variants import DEFAULT_Q4_BLOCK_SIZE, DEFAULT_Q8_RECIPE, DTYPES, FORMATS, Q8_RECIPES
 
@@ -116,16 +117,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{variant.name:20} {size / 1e6:9.1f} MB  cosine min {fidelity.cosine_min:.6f} "
               f"mean {fidelity.cosine_mean:.6f}{overlap}{flag}")
     print(f"wrote {args.output}/manifest.json")
-    note = recipe_note(manifest.variants, args.q8_recipe)
+    note = recipe_note(manifest.variants, q8_recipe=args.q8_recipe)
     if note:
         print(note, file=sys.stderr)
     return 0
 
 
-def recipe_note(variants, q8_recipe: str) -> str | None:
+def recipe_note(variants: list[Variant], *, q8_recipe: str) -> str | None:
     """A line pointing at `--q8-recipe turned` when a q8 of the default recipe reordered a domain's nearest
     neighbours beyond the goal in the export's retrieval check (the trade is the user's: docs/q8-recipe.md)."""
-    if q8_recipe == "turned":
+    if q8_recipe != DEFAULT_Q8_RECIPE:
         return None
     short = []
     for variant in variants:

@@ -74,7 +74,7 @@ def test_export_names_the_turned_recipe_when_a_default_q8_reorders_a_domain():
 
     variants = [_q8_checked("onnx", {"english-prose": 0.97, "korean": 0.92}),
                 _q8_checked("openvino", {"english-prose": 0.96, "persian": 0.94})]
-    note = recipe_note(variants, "smoothed")
+    note = recipe_note(variants, q8_recipe="smoothed")
     assert note is not None and "--q8-recipe turned" in note
     assert "onnx/q8 0.920 (korean)" in note and "openvino/q8 0.940 (persian)" in note
 
@@ -82,6 +82,6 @@ def test_export_names_the_turned_recipe_when_a_default_q8_reorders_a_domain():
 def test_export_stays_quiet_when_every_domain_keeps_its_neighbours_or_the_recipe_is_turned():
     from edgembed.export.cli import recipe_note
 
-    assert recipe_note([_q8_checked("onnx", {"english-prose": 0.97, "korean": 0.95})], "smoothed") is None
-    assert recipe_note([_q8_checked("onnx", {"korean": 0.90})], "turned") is None
-    assert recipe_note([_q8_checked("onnx", {})], "smoothed") is None  # --eval-size 0 0: no check, nothing to say
+    assert recipe_note([_q8_checked("onnx", {"english-prose": 0.97, "korean": 0.95})], q8_recipe="smoothed") is None
+    assert recipe_note([_q8_checked("onnx", {"korean": 0.90})], q8_recipe="turned") is None
+    assert recipe_note([_q8_checked("onnx", {})], q8_recipe="smoothed") is None  # --eval-size 0 0: no check
