@@ -34,6 +34,9 @@ EXPORT_CHECK_DOCUMENTS = 50
 # Long documents cost about 15 times the tokens of the others (and attention grows faster than that): the
 # export's check keeps this many of them.
 EXPORT_CHECK_LONG_DOCUMENTS = 20
+# The q8 goal for the top-10 kept on every domain (docs/q8-recipe.md): below it the export names the other
+# recipe.
+TOP10_GOAL = 0.95
 # The export's check reads each text up to this many of the model's tokens (the long domain's up to the second):
 # non-Latin scripts take 3-5 times the tokens of English in an English vocabulary (docs/export.md, "The retrieval
 # check's size").
